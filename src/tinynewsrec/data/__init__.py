@@ -1,0 +1,1 @@
+"""MIND data: sources, parsing, synthetic generation, splitting and tokenization."""

@@ -1,0 +1,1 @@
+"""Distillation losses (Tiny-NewsRec stage 1 and 2, TinyBERT, NewsBERT)."""

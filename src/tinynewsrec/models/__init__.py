@@ -1,0 +1,1 @@
+"""Models: the PLM, PLM-NR news and user encoders."""

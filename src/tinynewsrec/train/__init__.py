@@ -1,0 +1,1 @@
+"""Training loops shared by post-training, teacher fine-tuning and distillation."""

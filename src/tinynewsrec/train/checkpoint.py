@@ -1,0 +1,87 @@
+"""Resumable training state without pickle: safetensors for tensors, JSON for the rest.
+
+A training stage keeps its resume point in ``.cache/checkpoints/<name>/`` (outside the
+DVC outputs, which DVC deletes before rerunning a stage). After every epoch the
+trainable parameters, the optimizer state and the loop counters are written there
+atomically; a rerun with the same config fingerprint continues after the last finished
+epoch. Each epoch's data order and dropout are seeded from (seed, epoch, process), so
+a resumed run repeats exactly what the uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..io import atomic_dir
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of JSON-serialisable config parts (what must match to resume)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _optimizer_to_flat(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, pstate in state["state"].items():
+        meta["state"][str(pid)] = {}
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
+                meta["state"][str(pid)][key] = "tensor"
+            else:
+                meta["state"][str(pid)][key] = value
+    return tensors, meta
+
+
+def _optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state = {}
+    for pid, pstate in meta["state"].items():
+        state[int(pid)] = {
+            key: tensors[f"optim.{pid}.{key}"] if value == "tensor" else value for key, value in pstate.items()
+        }
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+class Checkpointer:
+    """Saves and restores (trainable params, optimizer, counters) under ``folder``."""
+
+    def __init__(self, folder: str | Path, config_fingerprint: str):
+        self.folder = Path(folder)
+        self.fingerprint = config_fingerprint
+
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, counters: dict) -> None:
+        tensors = {f"model.{n}": p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        opt_tensors, opt_meta = _optimizer_to_flat(optimizer.state_dict())
+        tensors.update(opt_tensors)
+        meta = {"fingerprint": self.fingerprint, "counters": counters, "optimizer": opt_meta}
+        with atomic_dir(self.folder) as tmp:
+            save_file(tensors, tmp / "state.safetensors")
+            (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+
+    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict | None:
+        """Restore the last saved state; ``None`` when there is none or it is for another config."""
+        meta_path = self.folder / "state.json"
+        if not meta_path.exists():
+            return None
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") != self.fingerprint:
+            return None
+        tensors = load_file(self.folder / "state.safetensors")
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for key, value in tensors.items():
+                if key.startswith("model."):
+                    params[key[len("model."):]].copy_(value)
+        optimizer.load_state_dict(_optimizer_from_flat(tensors, meta["optimizer"]))
+        return meta["counters"]
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -1,0 +1,140 @@
+"""One training loop for every stage that trains (post_train, finetune_teacher, distill_*).
+
+Hugging Face ``run_*_no_trainer`` style: the caller builds one ``Accelerator`` and
+passes a model and optimizer that went through ``accelerator.prepare``; the loop
+shards each epoch's batches across processes, calls ``accelerator.backward``, stops on
+a non-finite loss with a clear error, logs to dvclive on the main process, and saves a
+resume point after every epoch (see :mod:`tinynewsrec.train.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+from tqdm.auto import tqdm
+
+from ..errors import TinyNewsRecError
+from .checkpoint import Checkpointer
+
+log = logging.getLogger("tinynewsrec")
+
+
+class NonFiniteLossError(TinyNewsRecError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    epochs: int
+    batch_size: int
+    seed: int
+    #: stop an epoch after this many steps (None = the whole data); keeps the CPU demo short
+    max_steps_per_epoch: int | None = None
+    grad_clip: float | None = 1.0
+    log_every: int = 10
+    name: str = "train"  # what the progress bar and the error messages call this run
+
+
+class IndexDataset(Dataset):
+    """Rows 0..n-1; the collate function turns a list of row numbers into a batch."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def fit(
+    accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    n_rows: int,
+    collate: Callable[[list[int]], Any],
+    step_fn: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, float]]],
+    cfg: LoopConfig,
+    checkpointer: Checkpointer | None = None,
+    live=None,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> dict:
+    """Train ``model`` for ``cfg.epochs`` epochs over rows ``0..n_rows-1``.
+
+    ``step_fn(model, batch)`` returns the loss and a dict of loss parts for logging.
+    Returns the last epoch's mean loss and parts.
+    """
+    start_epoch, history = 0, []
+    if checkpointer is not None:
+        counters = checkpointer.load(accelerator.unwrap_model(model), optimizer)
+        if counters is not None:
+            start_epoch, history = counters["epoch"], counters["history"]
+            log.info("%s: resuming after epoch %d from %s", cfg.name, start_epoch, checkpointer.folder)
+    dataset = IndexDataset(n_rows)
+    summary: dict = history[-1] if history else {}
+    for epoch in range(start_epoch, cfg.epochs):
+        # the data order is the same on every process (then sharded); dropout differs per process
+        seed_everything(cfg.seed * 1_000 + epoch * 10 + accelerator.process_index)
+        order = torch.Generator().manual_seed(cfg.seed * 1_000 + epoch)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=RandomSampler(dataset, generator=order),
+                            collate_fn=collate)
+        loader = accelerator.prepare_data_loader(loader)
+        steps = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
+        model.train()
+        totals: dict[str, float] = {}
+        bar = tqdm(total=steps, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not accelerator.is_local_main_process, leave=False)
+        for step, batch in enumerate(loader):
+            if step >= steps:
+                break
+            loss, parts = step_fn(model, batch)
+            if not torch.isfinite(loss).all():
+                raise NonFiniteLossError(
+                    f"{cfg.name}: the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                    "lower the learning rate or check the input data"
+                )
+            accelerator.backward(loss)
+            if cfg.grad_clip:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            parts = {"loss": loss.item(), **parts}
+            for k, v in parts.items():
+                totals[k] = totals.get(k, 0.0) + v
+            bar.update(1)
+            bar.set_postfix(loss=f"{parts['loss']:.4f}")
+            if live is not None and accelerator.is_main_process and (step + 1) % cfg.log_every == 0:
+                for k, v in parts.items():
+                    live.log_metric(f"{cfg.name}/step/{k}", v)
+                live.next_step()
+        bar.close()
+        n = max(1, min(steps, len(loader)))
+        summary = {k: v / n for k, v in totals.items()} | {"epoch": epoch + 1}
+        # average over processes so every rank logs the same numbers
+        if accelerator.num_processes > 1:
+            t = torch.tensor([summary[k] for k in sorted(totals)], device=accelerator.device)
+            t = accelerator.reduce(t, reduction="mean")
+            summary.update({k: float(v) for k, v in zip(sorted(totals), t.tolist())})
+        history.append(summary)
+        log.info("%s: epoch %d/%d, mean loss %.4f", cfg.name, epoch + 1, cfg.epochs, summary.get("loss", math.nan))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
+        accelerator.wait_for_everyone()
+        if checkpointer is not None and accelerator.is_main_process:
+            checkpointer.save(accelerator.unwrap_model(model), optimizer, {"epoch": epoch + 1, "history": history})
+        accelerator.wait_for_everyone()
+    return {"history": history, "last": summary}
