@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from tinynewsrec.data import mind
-from tinynewsrec.io import write_json
+from tinynewsrec.io import atomic_dir, write_json
 from tinynewsrec.params import load_params
 from tinynewsrec.stage import run_stage
 
@@ -34,12 +34,13 @@ def main() -> None:
 
             summary = None
             splits = download.fetch_source(p.source, Path(p.cache_dir), local_path=p.local_path)
-        metrics = mind.ingest(splits, OUT)
-        if summary is not None:
-            metrics["synthetic"] = summary
-            oracle = Path(tmp) / "dev" / "oracle.parquet"
-            if oracle.exists():  # the generator's true click probabilities, for headroom checks
-                oracle.replace(OUT / "dev" / "oracle.parquet")
+        with atomic_dir(OUT) as out:  # no split of an earlier run survives a source change
+            metrics = mind.ingest(splits, out)
+            if summary is not None:
+                metrics["synthetic"] = summary
+                oracle = Path(tmp) / "dev" / "oracle.parquet"
+                if oracle.exists():  # the generator's true click probabilities, for headroom checks
+                    oracle.replace(out / "dev" / "oracle.parquet")
     metrics["source"] = p.source
     write_json(metrics, "metrics/data.json")
     log.info("wrote %s and metrics/data.json", OUT)

@@ -28,7 +28,7 @@ BEHAVIORS = pa.schema(
     [
         pa.field("impression_id", pa.int64(), nullable=False),
         pa.field("user_id", pa.string(), nullable=False),
-        pa.field("time", pa.timestamp("s")),
+        pa.field("time", pa.timestamp("ms")),  # Parquet has no seconds unit
         pa.field("history", pa.list_(pa.int32()), nullable=False),  # oldest first, deduplicated
         pa.field("candidates", pa.list_(pa.int32()), nullable=False),
         pa.field("labels", pa.list_(pa.int8())),  # null for an unlabeled (test) impression
