@@ -71,11 +71,69 @@ class PlmParams:
     body_len: int = at_least(4, 64)
     #: news per tokenizer call
     tokenize_batch: int = at_least(1, 4096)
+    #: only the PLM's last k layers train (post-training, teachers); the rest is frozen and cached
+    trainable_layers: int = at_least(0, 2)
+    #: storage of the frozen-layer cache (float16 halves it; float32 is exact)
+    cache_dtype: str = choice("float16", "float32", default="float16")
+    #: news encoding batch when building the cache, exporting and evaluating
+    encode_batch: int = at_least(1, 128)
+    #: size of a news embedding (dense layer after attention pooling)
+    news_dim: int = at_least(1, 256)
+
+
+@dataclass(frozen=True)
+class PostTrainParams:
+    """``post_train``: domain post-training of the PLM before fine-tuning (the teachers' origins)."""
+
+    #: dp = title-body matching (Tiny-NewsRec), fp = MLM on news text, none = no post-training (FT baseline)
+    method: str = choice("dp", "fp", "none", default="dp")
+    epochs: int = at_least(1, 1)
+    batch_size: int = at_least(2, 32)
+    lr: float = at_least(0.0, 1e-4)
+    #: dp: titles of other news per body (the paper: 9)
+    negatives: int = at_least(1, 9)
+    #: fp: fraction of tokens masked (80% [MASK], 10% random, 10% kept)
+    mlm_probability: float = at_least(0.0, 0.15)
+    #: steps between the kept checkpoints; the last len(teacher.ids) are the teachers' origins
+    save_every: int = at_least(1, 20)
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class TeacherParams:
+    """``teacher``: the M PLM-NR teachers fine-tuned from the post-trained checkpoints."""
+
+    #: one teacher per id; M = len(ids). Teacher i starts from post_train step_i.
+    ids: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    epochs: int = at_least(1, 1)
+    batch_size: int = at_least(1, 32)
+    lr: float = at_least(0.0, 1e-4)
+    #: cap on steps per epoch (null = all the training samples); keeps the CPU demo short
+    max_steps_per_epoch: int | None = None
+    seed: int = 42
+
+    def validate(self) -> None:
+        _check(len(self.ids) >= 1 and self.ids == list(range(len(self.ids))), "teacher.ids",
+               "the list [0, 1, ..., M-1]", self.ids)
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    """``eval``: the evaluate stage."""
+
+    #: impressions scored per batch
+    batch_size: int = at_least(1, 1024)
+    #: efficiency: news per batch and the fixed padding length for the throughput comparison
+    bench_batch: int = at_least(1, 64)
+    bench_news: int = at_least(1, 512)
 
 
 SECTIONS: dict[str, type] = {
     "data": DataParams,
     "plm": PlmParams,
+    "post_train": PostTrainParams,
+    "teacher": TeacherParams,
+    "eval": EvalParams,
 }
 
 
@@ -144,6 +202,9 @@ def section_from_dict(name: str, cls: type, raw: Any) -> Any:
 class Params:
     data: DataParams
     plm: PlmParams
+    post_train: PostTrainParams
+    teacher: TeacherParams
+    eval: EvalParams
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:
