@@ -1,0 +1,452 @@
+"""Encoding every news once with a PLM-NR, and scoring MIND's dev impressions with it.
+
+Two stages use this module:
+
+- ``export_teacher_emb``: teacher i's news embeddings of every title (``news``, what
+  stage-2 distillation matches) and the post-trained checkpoint step_i's embeddings of every
+  title and body (``title``, ``body``, what stage-1 distillation matches), written to
+  ``data/teacher_emb/teacher_{i}.safetensors`` (:func:`export_teacher_embeddings`,
+  :func:`write_teacher_emb`, :func:`read_teacher_emb`).
+- ``evaluate``: for every model, the news of the dev impressions are encoded ONCE
+  (:func:`encode_news`), each impression's user vector is computed ONCE from its history's
+  embeddings, and its candidates are scored by dot product (:func:`score_impressions`);
+  the ranking metrics are MIND's (:func:`tinynewsrec.metrics.evaluate_impressions`),
+  averaged over impressions with both a click and a non-click.
+
+Decisions where the design is silent:
+
+- **Frozen-layer cache.** News are encoded through ``data/cache/frozen/{title,body}``
+  (only the PLM's top layers run) when that cache exists and was built from this model's
+  embeddings and lower layers (:meth:`FrozenCache.check_model`); otherwise (e.g. a student
+  whose lower layers were trained) from token ids through the whole PLM, which is the same
+  function, only slower. The reason is logged. A float16 cache changes embeddings by a
+  few 1e-4 relative (MiniLM titles: median 2e-4); a float32 cache by float rounding only.
+- **Which news are encoded.** ``evaluate``: exactly the news the dev impressions refer to
+  (kept history and candidates); ``export``: every news of data/tokens/news.parquet. Tables
+  are indexed by ``news_index`` with row 0 (the padding) and any news not encoded all zeros.
+- **Several processes** (``accelerate launch``): news are split between processes
+  (``split_between_processes`` on contiguous ranges, each process sorting its part by length
+  to pad little) and impressions likewise; results are gathered (``pad_across_processes`` +
+  ``gather``) in the original order, so every process holds the whole table / all scores.
+  Writing, metrics and efficiency measurements happen on the main process only. With one
+  process (the default) nothing is split.
+- **The popularity row** ranks by :func:`tinynewsrec.popularity.popularity_scores` (train
+  clicks + dev history occurrences); the **oracle row** (synthetic data only) ranks by the
+  generator's true click probabilities: the synthetic world's ceiling, which no model can
+  beat in expectation. Neither has an efficiency row: neither is a deployable model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from .data import schemas
+from .errors import DataError
+from .io import atomic_path
+from .metrics import METRIC_NAMES, evaluate_impressions, flatten_impressions, rank_lists, write_prediction_file
+from .models.cache import FrozenCache, pad_ranges, ragged_parts
+from .models.plmnr import PLMNR, NewsTokens, click_scores
+
+log = logging.getLogger("tinynewsrec")
+
+TEACHER_EMB_FORMAT = "tinynewsrec.teacher_emb"
+TEACHER_EMB_VERSION = "1"
+#: tensors of a teacher_{i}.safetensors file
+TEACHER_EMB_KEYS = ("news", "title", "body")
+
+
+# --- several processes -------------------------------------------------------------------
+
+
+def _my_rows(n: int, state) -> np.ndarray:
+    """This process's contiguous share of the rows 0..n-1 (all of them without ``state``)."""
+    if state is None or state.num_processes == 1:
+        return np.arange(n, dtype=np.int64)
+    with state.split_between_processes(torch.arange(n, dtype=torch.int64)) as mine:
+        return mine.numpy()
+
+
+def _gather_rows(t: torch.Tensor, state) -> torch.Tensor:
+    """Concatenate every process's ``t`` along dim 0 in process order (ragged sizes allowed)."""
+    if state is None or state.num_processes == 1:
+        return t
+    from accelerate.utils import gather, pad_across_processes
+
+    sizes = gather(torch.tensor([t.shape[0]], device=state.device)).cpu().tolist()
+    padded = pad_across_processes(t.to(state.device), dim=0)
+    width = padded.shape[0]
+    every = gather(padded).cpu()
+    return torch.cat([every[p * width : p * width + size] for p, size in enumerate(sizes)])
+
+
+def _is_main(state) -> bool:
+    return state is None or state.is_main_process
+
+
+# --- news ----------------------------------------------------------------------------------
+
+
+def news_lookup(plm, tokens: pa.Table, column: str = "title_ids", cache_dir: str | os.PathLike | None = None,
+                name: str = "the model"):
+    """Where ``plm``'s news encoder reads its input from: the frozen-layer cache
+    ``cache_dir`` if it exists and fits ``plm``, else the token ids ``column`` of ``tokens``
+    (data/tokens/news.parquet). ``name`` is used in the log."""
+    if cache_dir is not None and Path(cache_dir).exists():
+        cache = FrozenCache(cache_dir)
+        try:
+            cache.check_model(plm)
+        except DataError as e:
+            log.info("%s: the frozen-layer cache does not fit (%s); encoding from token ids", name, e)
+        else:
+            return cache
+    elif cache_dir is not None:
+        log.info("%s: no frozen-layer cache at %s; encoding from token ids", name, cache_dir)
+    return NewsTokens(tokens, column=column)
+
+
+@torch.inference_mode()
+def encode_news(
+    news_encoder,
+    lookup,
+    news_index,
+    *,
+    n_slots: int | None = None,
+    batch_size: int = 128,
+    progress: bool = True,
+    desc: str = "encoding news",
+    state=None,
+) -> torch.Tensor:
+    """Embeddings [n_slots, news_dim] (float32, on the encoder's device) of ``news_index``.
+
+    Row ``i`` holds news_index ``i``'s embedding; row 0 and rows not in ``news_index`` are
+    zeros. ``lookup``: a :class:`NewsTokens` or :class:`FrozenCache` (see :func:`news_lookup`).
+    News are batched by similar length (little padding); eval mode, no autograd.
+    """
+    news_index = np.unique(np.asarray(news_index, dtype=np.int64))
+    news_index = news_index[news_index > 0]
+    if n_slots is None:
+        n_slots = int(news_index[-1]) + 1 if len(news_index) else 1
+    if len(news_index) and news_index[-1] >= n_slots:
+        raise ValueError(f"news_index {news_index[-1]} does not fit a table of {n_slots} rows")
+    mine = news_index[_my_rows(len(news_index), state)]
+    lengths = np.diff(lookup.offsets)[np.minimum(mine, len(lookup.offsets) - 2)]
+    mine = mine[np.argsort(lengths, kind="stable")]
+    device = next(news_encoder.parameters()).device
+    was_training = news_encoder.training
+    news_encoder.eval()
+    parts = []
+    try:
+        with tqdm(total=len(mine), desc=desc, unit="news", disable=not (progress and _is_main(state))) as bar:
+            for lo in range(0, len(mine), batch_size):
+                batch = lookup.batch(mine[lo : lo + batch_size])
+                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                parts.append(news_encoder(batch).float())
+                bar.update(len(parts[-1]))
+    finally:
+        news_encoder.train(was_training)
+    dim = news_encoder.dense.out_features
+    vecs = torch.cat(parts) if parts else torch.zeros(0, dim, device=device)
+    idx = _gather_rows(torch.from_numpy(mine).to(device), state).to(device)
+    vecs = _gather_rows(vecs, state).to(device)
+    table = torch.zeros(n_slots, dim, device=device)
+    table[idx] = vecs
+    return table
+
+
+# --- dev impressions ----------------------------------------------------------------------
+
+
+@dataclass
+class DevImpressions:
+    """MIND dev impressions as flat arrays (no Python object per impression).
+
+    Impression ``i`` has candidates ``candidates[offsets[i]:offsets[i + 1]]`` with labels
+    ``labels[...]`` (same slice) and clicked history
+    ``history[history_offsets[i]:history_offsets[i + 1]]`` (oldest first, news_index).
+    """
+
+    impression_ids: np.ndarray  # int64 [I]
+    candidates: np.ndarray  # int32, flat
+    labels: np.ndarray  # int8, flat
+    offsets: np.ndarray  # int64 [I + 1]
+    history: np.ndarray  # int32, flat
+    history_offsets: np.ndarray  # int64 [I + 1]
+
+    @classmethod
+    def from_table(cls, table: pa.Table, history_len: int | None = None) -> "DevImpressions":
+        """From a DEV_SAMPLES (or BEHAVIORS) table; only the last ``history_len`` clicks are kept."""
+        ids, cands, labels, offsets = flatten_impressions(table)
+        h_vals, h_off = ragged_parts(table.column("history"))
+        if history_len is not None:
+            first = np.maximum(h_off[:-1], h_off[1:] - history_len)
+            keep = np.arange(len(h_vals)) >= np.repeat(first, np.diff(h_off))
+            h_vals = h_vals[keep]
+            h_off = np.concatenate([[0], np.cumsum(h_off[1:] - first)])
+        return cls(ids, cands, labels, offsets, h_vals.astype(np.int32, copy=False), h_off.astype(np.int64))
+
+    @classmethod
+    def read(cls, path: str | os.PathLike, history_len: int | None = None) -> "DevImpressions":
+        """Read data/samples/dev.parquet."""
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"{path} is missing: run the split stage first (dvc repro split)")
+        return cls.from_table(pq.read_table(path, schema=schemas.DEV_SAMPLES), history_len)
+
+    def __len__(self) -> int:
+        return len(self.impression_ids)
+
+    def news_index(self) -> np.ndarray:
+        """Every distinct news the impressions refer to (history and candidates), no padding."""
+        every = np.unique(np.concatenate([self.history, self.candidates]).astype(np.int64))
+        return every[every > 0]
+
+    def impression(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(history, candidates, labels) of impression ``i``."""
+        h = self.history[self.history_offsets[i] : self.history_offsets[i + 1]]
+        s = slice(self.offsets[i], self.offsets[i + 1])
+        return h, self.candidates[s], self.labels[s]
+
+
+@torch.inference_mode()
+def score_impressions(
+    user_encoder,
+    news_vecs: torch.Tensor,
+    dev: DevImpressions,
+    *,
+    batch_size: int = 1024,
+    progress: bool = True,
+    state=None,
+) -> np.ndarray:
+    """Click scores <u, n_c> of every candidate of every impression: a flat float32 array
+    aligned with ``dev.candidates``. ``news_vecs`` [n_slots, D] by news_index (from
+    :func:`encode_news`); each user vector is computed once per impression from its
+    history's embeddings (padding masked; an empty history gives the user encoder's
+    cold-user vector)."""
+    device = news_vecs.device
+    mine = _my_rows(len(dev), state)
+    was_training = user_encoder.training
+    user_encoder.eval()
+    parts = []
+    h_len = np.diff(dev.history_offsets)
+    c_len = np.diff(dev.offsets)
+    try:
+        with tqdm(total=len(mine), desc="scoring impressions", unit="impression",
+                  disable=not (progress and _is_main(state))) as bar:
+            for lo in range(0, len(mine), batch_size):
+                rows = mine[lo : lo + batch_size]
+                hist, hist_mask = pad_ranges(dev.history, dev.history_offsets[rows], h_len[rows])
+                cand, cand_mask = pad_ranges(dev.candidates, dev.offsets[rows], c_len[rows])
+                hist_mask &= hist > 0
+                hist_t = torch.from_numpy(hist.astype(np.int64)).to(device)
+                cand_t = torch.from_numpy(cand.astype(np.int64)).to(device)
+                users = user_encoder(news_vecs[hist_t], torch.from_numpy(hist_mask).to(device))
+                scores = click_scores(users, news_vecs[cand_t])
+                parts.append(scores[torch.from_numpy(cand_mask).to(device)].float())
+                bar.update(len(rows))
+    finally:
+        user_encoder.train(was_training)
+    flat = torch.cat(parts) if parts else torch.zeros(0, device=device)
+    return _gather_rows(flat, state).cpu().numpy()
+
+
+def metric_row(scores: np.ndarray, dev: DevImpressions, name: str = "", progress: bool = False) -> dict:
+    """``{"auc", "mrr", "ndcg5", "ndcg10"}`` (0-1, rounded to 6 decimals) of flat ``scores``,
+    averaged over impressions with both a click and a non-click."""
+    result = evaluate_impressions(scores, dev.labels, dev.offsets, progress=progress)
+    row = {k: round(result[k], 6) for k in METRIC_NAMES}
+    log.info("%s: AUC %.4f  MRR %.4f  nDCG@5 %.4f  nDCG@10 %.4f  (%s impressions)", name or "scores",
+             row["auc"], row["mrr"], row["ndcg5"], row["ndcg10"], f"{result['impressions']:,}")
+    return row
+
+
+def evaluate_model(
+    model: PLMNR,
+    dev: DevImpressions,
+    lookup,
+    *,
+    n_slots: int | None = None,
+    encode_batch: int = 128,
+    batch_size: int = 1024,
+    name: str = "model",
+    progress: bool = True,
+    state=None,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Encode the dev news once and score every dev impression with ``model``.
+
+    Returns ``(news_vecs [n_slots, D], flat scores)``; see :func:`metric_row` for metrics.
+    """
+    news = dev.news_index()
+    log.info("encoding %s dev news with %s", f"{len(news):,}", name)
+    vecs = encode_news(model.news_encoder, lookup, news, n_slots=n_slots, batch_size=encode_batch,
+                       progress=progress, desc=f"encoding news ({name})", state=state)
+    log.info("scoring %s dev impressions with %s", f"{len(dev):,}", name)
+    scores = score_impressions(model.user_encoder, vecs, dev, batch_size=batch_size, progress=progress, state=state)
+    return vecs, scores
+
+
+def load_recommender(folder: str | os.PathLike) -> PLMNR:
+    """A saved recommender (a PLM-NR folder: teachers, students) in eval mode, PLM frozen."""
+    folder = Path(folder)
+    config = folder / "config.json"
+    try:
+        kind = json.loads(config.read_text(encoding="utf-8")).get("model")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{config}: not a readable model folder ({e}); rerun the stage that wrote {folder}") from None
+    if kind != "plmnr":
+        raise DataError(f"{config}: model {kind!r} cannot be evaluated (expected a PLM-NR recommender, 'plmnr')")
+    return PLMNR.from_pretrained(folder, trainable_layers=0).eval()
+
+
+# --- reference rankers ---------------------------------------------------------------------
+
+
+def oracle_scores(oracle: pa.Table, dev: DevImpressions) -> np.ndarray:
+    """The synthetic generator's true click probabilities (data/mind/dev/oracle.parquet:
+    ``impression_id``, ``probs``) of every dev candidate, flat and aligned with
+    ``dev.candidates`` (matched by impression id)."""
+    ids = oracle.column("impression_id").to_numpy()
+    if len(ids) == 0:
+        raise DataError("oracle.parquet holds no impressions; rerun the download stage")
+    order = np.argsort(ids, kind="stable")
+    pos = np.minimum(np.searchsorted(ids[order], dev.impression_ids), len(ids) - 1)
+    found = ids[order][pos] == dev.impression_ids
+    if not np.all(found):
+        missing = dev.impression_ids[~found][0]
+        raise DataError(f"oracle.parquet has no probabilities for dev impression {missing}; rerun the download stage")
+    probs, offs = ragged_parts(oracle.column("probs").take(pa.array(order[pos])))
+    if not np.array_equal(np.diff(offs), np.diff(dev.offsets)):
+        raise DataError("oracle.parquet and data/samples/dev.parquet disagree on candidate counts; "
+                        "rerun the download and split stages")
+    return probs.astype(np.float32)
+
+
+#: how the log names the reference rows of eval.json
+REFERENCE_LABELS = {"popularity": "popularity", "oracle": "oracle (the synthetic world's ceiling)"}
+
+
+def reference_scores(mind_dir: str | os.PathLike, dev: DevImpressions, n_slots: int) -> dict[str, np.ndarray]:
+    """Flat scores of the reference rankers on ``dev``: ``popularity`` (train clicks + dev
+    history occurrences, from ``{mind_dir}/{train,dev}/behaviors.parquet``) and, when
+    ``{mind_dir}/dev/oracle.parquet`` exists (synthetic data), ``oracle``."""
+    from .popularity import popularity_scores
+
+    mind_dir = Path(mind_dir)
+    tables = {}
+    for split in ("train", "dev"):
+        path = mind_dir / split / "behaviors.parquet"
+        if not path.exists():
+            raise DataError(f"{path} is missing: run the download stage first (dvc repro download)")
+        tables[split] = pq.read_table(path, schema=schemas.BEHAVIORS)
+    out = {"popularity": popularity_scores(tables["train"], tables["dev"], n_slots)[dev.candidates]}
+    if (mind_dir / "dev" / "oracle.parquet").exists():
+        out["oracle"] = oracle_scores(pq.read_table(mind_dir / "dev" / "oracle.parquet"), dev)
+    return out
+
+
+# --- prediction.txt -----------------------------------------------------------------------
+
+
+def write_predictions(path: str | os.PathLike, dev: DevImpressions, scores: np.ndarray) -> None:
+    """The MIND leaderboard's ``prediction.txt`` of ``scores``: one line per dev impression,
+    in dev order, ``impression_id [rank,rank,...]`` (1 = highest score)."""
+    ranks = rank_lists(scores, dev.offsets, progress=False)
+    write_prediction_file(path, dev.impression_ids, ranks, dev.offsets)
+
+
+# --- teacher embeddings -------------------------------------------------------------------
+
+
+def checkpoint_sha256(folder: str | os.PathLike) -> str:
+    """SHA-256 of a model folder's weights: ``heads.safetensors`` and every ``plm/*.safetensors``
+    (names and bytes, in sorted order)."""
+    folder = Path(folder)
+    files = [folder / "heads.safetensors", *sorted((folder / "plm").glob("*.safetensors"))]
+    h = hashlib.sha256()
+    for f in files:
+        if not f.is_file():
+            raise DataError(f"{f} is missing: {folder} is not a complete checkpoint; rerun the stage that wrote it")
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
+        with open(f, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def export_teacher_embeddings(
+    teacher: PLMNR,
+    post_trained: PLMNR,
+    tokens: pa.Table,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 128,
+    names: tuple[str, str] = ("the teacher", "the post-trained checkpoint"),
+    progress: bool = True,
+    state=None,
+) -> dict[str, torch.Tensor]:
+    """Teacher i's embeddings for distillation, every news of ``tokens`` (data/tokens/news.parquet):
+
+    - ``news``: ``teacher``'s news encoder on the titles (stage 2 matches these);
+    - ``title`` / ``body``: ``post_trained``'s (step_i's) news encoder on the titles / bodies
+      (stage 1 matches these).
+
+    Each is float32 [max news_index + 1, news_dim] on the CPU, row 0 zeros. ``cache_dir``:
+    the folder holding the ``title`` and ``body`` frozen-layer caches (None: token ids).
+    """
+    news_index = tokens.column("news_index").to_numpy().astype(np.int64)
+    n_slots = int(news_index.max()) + 1 if len(news_index) else 1
+    cache = Path(cache_dir) if cache_dir is not None else None
+    jobs = (
+        ("news", teacher, "title_ids", "title", names[0], "titles"),
+        ("title", post_trained, "title_ids", "title", names[1], "titles"),
+        ("body", post_trained, "body_ids", "body", names[1], "bodies"),
+    )
+    out = {}
+    for key, model, column, cache_name, name, what in jobs:
+        lookup = news_lookup(model.plm, tokens, column, cache / cache_name if cache else None, name)
+        log.info("encoding %s news %s with %s", f"{len(news_index):,}", what, name)
+        out[key] = encode_news(model.news_encoder, lookup, news_index, n_slots=n_slots, batch_size=batch_size,
+                               progress=progress, desc=f"{what} ({name})", state=state).cpu().contiguous()
+    return out
+
+
+def write_teacher_emb(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
+    """Write a teacher_{i}.safetensors atomically; ``metadata`` values are stored as strings
+    (with ``format`` and ``version`` added)."""
+    from safetensors.torch import save_file
+
+    meta = {"format": TEACHER_EMB_FORMAT, "version": TEACHER_EMB_VERSION}
+    meta.update({k: str(v) for k, v in metadata.items()})
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+
+
+def read_teacher_emb(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a file written by :func:`write_teacher_emb`: ``(tensors, metadata)``, checked."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    how = "rerun the export_teacher_emb stage (dvc repro export_teacher_emb)"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (OSError, ValueError, RuntimeError) as e:
+        raise DataError(f"{path}: cannot read teacher embeddings ({e}); {how}") from None
+    if meta.get("format") != TEACHER_EMB_FORMAT:
+        raise DataError(f"{path}: not a {TEACHER_EMB_FORMAT} file; {how}")
+    missing = [k for k in TEACHER_EMB_KEYS if k not in tensors]
+    shapes = {tuple(tensors[k].shape) for k in TEACHER_EMB_KEYS if k in tensors}
+    if missing or len(shapes) != 1:
+        raise DataError(f"{path}: missing {missing} or tensors of different shapes {sorted(shapes)}; {how}")
+    return tensors, meta

@@ -1,0 +1,230 @@
+"""evaluate: dev metrics, prediction.txt and efficiency of PLM-NR models, on a tiny synthetic world
+with tiny random BERTs standing in for the teachers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from tinynewsrec import efficiency
+from tinynewsrec.errors import DataError
+from tinynewsrec.evaluate import DevImpressions, encode_news, oracle_scores, score_impressions
+from tinynewsrec.io import atomic_dir
+from tinynewsrec.metrics import METRIC_NAMES, auc_score, mrr_score, ndcg_score, read_prediction_file
+from tinynewsrec.models.plm import load_plm, load_tokenizer, make_tiny_bert
+from tinynewsrec.models.plmnr import PLMNR, NewsTokens, PLMNRConfig, collate_train
+from tinynewsrec.params import load_params
+from tinynewsrec.train.common import build_caches
+from conftest import load_stage, write_params
+
+SMALL = PLMNRConfig(news_dim=16, news_query_dim=8, user_query_dim=8)
+
+
+def save_plmnr(bert: Path, folder: str, seed: int) -> None:
+    """A fresh PLM-NR whose top PLM layer differs from ``bert``'s (as after fine-tuning)."""
+    plm = load_plm(str(bert), trainable_layers=1)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in plm.encoder.layer[-1].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model = PLMNR(plm, SMALL)
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp, kind="test stand-in")
+
+
+def make_world(folder: Path, teachers: int = 2) -> Path:
+    """download + split on the tiny synthetic world, the frozen caches of a 3-layer hidden-32
+    BERT (1 trainable layer), and models/post_train/step_i + models/teacher_i stand-ins."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        bert = folder / "tiny_bert"
+        make_tiny_bert(num_layers=3, hidden=32, seed=1).save_pretrained(bert)
+        load_tokenizer("default").save_pretrained(bert)
+        write_params(
+            folder,
+            data={"size": "tiny", "history_len": 20},
+            plm={"name": str(bert), "trainable_layers": 1, "cache_dtype": "float32", "encode_batch": 64},
+            teacher={"ids": list(range(teachers))},
+            eval={"batch_size": 16, "bench_batch": 8, "bench_news": 24},
+        )
+        load_stage("download").main()
+        load_stage("split").main()
+        build_caches(load_params(), pq.read_table("data/tokens/news.parquet"), "data/cache/frozen", progress=False)
+        for i in range(teachers):
+            save_plmnr(bert, f"models/post_train/step_{i}", seed=100 + i)
+            save_plmnr(bert, f"models/teacher_{i}", seed=i)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def evaluated(world):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(world)
+        load_stage("evaluate").main()
+    return world
+
+
+def dev_table(folder: Path) -> pa.Table:
+    return pq.read_table(folder / "data/samples/dev.parquet")
+
+
+# --- the stage --------------------------------------------------------------------------
+
+
+def test_eval_json_has_every_teacher_and_the_reference_rows(evaluated):
+    results = json.loads((evaluated / "metrics/eval.json").read_text())
+    assert set(results) == {"teacher_0", "teacher_1", "popularity", "oracle"}
+    for row in results.values():
+        assert set(row) == set(METRIC_NAMES)
+        assert all(0.0 <= v <= 1.0 for v in row.values())
+    assert results["oracle"]["auc"] > results["popularity"]["auc"]  # the generator's truth beats counts
+
+
+def test_efficiency_json_has_positive_costs_per_teacher(evaluated):
+    costs = json.loads((evaluated / "metrics/efficiency.json").read_text())
+    assert set(costs) == {"teacher_0", "teacher_1"}
+    for row in costs.values():
+        assert set(row) == {"params", "news_encoder_params", "size_mb", "news_per_s", "user_latency_ms"}
+        assert all(v > 0 for v in row.values())
+        assert row["news_encoder_params"] < row["params"]
+
+
+def test_prediction_files_have_one_line_per_dev_impression_in_dev_order(evaluated):
+    dev = dev_table(evaluated)
+    sizes = np.array([len(c) for c in dev.column("candidates").to_pylist()])
+    for name in ("teacher_0", "teacher_1", "popularity", "oracle"):
+        ids, ranks, offsets = read_prediction_file(evaluated / f"data/eval/prediction_{name}.txt")
+        assert np.array_equal(ids, dev.column("impression_id").to_numpy())
+        assert np.array_equal(np.diff(offsets), sizes)
+        for i in range(len(ids)):
+            assert sorted(ranks[offsets[i]:offsets[i + 1]]) == list(range(1, sizes[i] + 1))
+
+
+def test_prediction_txt_is_the_best_teachers(evaluated):
+    results = json.loads((evaluated / "metrics/eval.json").read_text())
+    best = max(("teacher_0", "teacher_1"), key=lambda n: results[n]["auc"])
+    submitted = (evaluated / "data/eval/prediction.txt").read_bytes()
+    assert submitted == (evaluated / f"data/eval/prediction_{best}.txt").read_bytes()
+
+
+def test_one_impression_scored_by_hand_equals_the_stage(world, tmp_path, monkeypatch):
+    folder = tmp_path / "one"
+    shutil.copytree(world, folder, ignore=shutil.ignore_patterns("tiny_bert"))
+    dev = dev_table(folder)
+    rows = dev.to_pylist()
+    row = next(i for i, r in enumerate(rows) if 0 < sum(r["labels"]) < len(r["labels"]) > 2 and r["history"])
+    pq.write_table(dev.slice(row, 1), folder / "data/samples/dev.parquet")
+    monkeypatch.chdir(folder)
+    load_stage("evaluate").main()
+    stage = json.loads((folder / "metrics/eval.json").read_text())["teacher_0"]
+
+    imp = dev.slice(row, 1).to_pylist()[0]
+    model = PLMNR.from_pretrained(folder / "models/teacher_0").eval()
+    tokens = NewsTokens(pq.read_table(folder / "data/tokens/news.parquet"))
+    with torch.no_grad():
+        history = model.news_encoder(tokens.batch(imp["history"]))
+        user = model.user_encoder(history[None], torch.ones(1, len(history), dtype=torch.bool))[0]
+        scores = (model.news_encoder(tokens.batch(imp["candidates"])) @ user).numpy()
+    y = np.array(imp["labels"])
+    by_hand = {"auc": auc_score(y, scores), "mrr": mrr_score(y, scores),
+               "ndcg5": ndcg_score(y, scores, 5), "ndcg10": ndcg_score(y, scores, 10)}
+    assert stage == pytest.approx(by_hand, abs=2e-6)
+
+
+def test_a_missing_teacher_names_the_stage_to_run(world, tmp_path, monkeypatch):
+    folder = tmp_path / "w"
+    shutil.copytree(world, folder, ignore=shutil.ignore_patterns("tiny_bert", "models"))
+    monkeypatch.chdir(folder)
+    with pytest.raises(DataError, match="models/teacher_0.*finetune_teacher"):
+        load_stage("evaluate").main()
+
+
+# --- the library --------------------------------------------------------------------------
+
+
+def test_scores_equal_the_models_forward_on_the_same_impressions(world):
+    table = dev_table(world).slice(0, 12)
+    tokens = NewsTokens(pq.read_table(world / "data/tokens/news.parquet"))
+    model = PLMNR.from_pretrained(world / "models/teacher_1").eval()
+    dev = DevImpressions.from_table(table)
+    with torch.no_grad():
+        vecs = encode_news(model.news_encoder, tokens, dev.news_index(), batch_size=7, progress=False)
+        forward = model(collate_train(table, tokens))
+        mask = collate_train(table, tokens)["candidate_mask"]
+    scores = score_impressions(model.user_encoder, vecs, dev, batch_size=5, progress=False)
+    np.testing.assert_allclose(scores, forward[mask].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_encoded_table_has_zeros_where_no_news_was_encoded(world):
+    tokens = NewsTokens(pq.read_table(world / "data/tokens/news.parquet"))
+    model = PLMNR.from_pretrained(world / "models/teacher_0").eval()
+    vecs = encode_news(model.news_encoder, tokens, [3, 5, 0], n_slots=9, progress=False)
+    assert vecs.shape == (9, SMALL.news_dim)
+    assert torch.all(vecs[[0, 1, 2, 4, 6, 7, 8]] == 0)
+    assert torch.all(vecs[[3, 5]].abs().sum(dim=1) > 0)
+
+
+def test_dev_impressions_keep_the_last_history_clicks():
+    table = pa.table({
+        "impression_id": pa.array([7, 8], pa.int64()),
+        "history": pa.array([[1, 2, 3, 4], []], pa.list_(pa.int32())),
+        "candidates": pa.array([[5, 6], [6, 7, 8]], pa.list_(pa.int32())),
+        "labels": pa.array([[1, 0], [0, 0, 1]], pa.list_(pa.int8())),
+    })
+    dev = DevImpressions.from_table(table, history_len=2)
+    assert dev.impression(0)[0].tolist() == [3, 4]
+    assert dev.impression(1)[0].tolist() == []
+    assert dev.impression(1)[1].tolist() == [6, 7, 8]
+    assert dev.news_index().tolist() == [3, 4, 5, 6, 7, 8]
+
+
+def test_oracle_scores_are_matched_by_impression_id():
+    dev = DevImpressions.from_table(pa.table({
+        "impression_id": pa.array([2, 1], pa.int64()),
+        "history": pa.array([[], []], pa.list_(pa.int32())),
+        "candidates": pa.array([[5, 6], [6, 7, 8]], pa.list_(pa.int32())),
+        "labels": pa.array([[1, 0], [0, 0, 1]], pa.list_(pa.int8())),
+    }))
+    oracle = pa.table({"impression_id": pa.array([1, 2, 3], pa.int64()),
+                       "probs": pa.array([[0.1, 0.2, 0.3], [0.9, 0.8], [0.5]], pa.list_(pa.float32()))})
+    np.testing.assert_allclose(oracle_scores(oracle, dev), [0.9, 0.8, 0.1, 0.2, 0.3])
+    with pytest.raises(DataError, match="impression 2"):
+        oracle_scores(oracle.slice(0, 1), dev)
+
+
+def test_bench_batches_have_a_fixed_width_and_the_asked_news_count():
+    tokens = NewsTokens.from_lists([[], [101, 7, 102], [101, 8, 9, 10, 102], [101, 102]])
+    batches = efficiency.bench_batches(tokens, [1, 2, 3], num_news=7, batch_size=3, pad_len=6)
+    assert [tuple(b["input_ids"].shape) for b in batches] == [(3, 6), (3, 6), (1, 6)]
+    assert batches[0]["attention_mask"].sum(dim=1).tolist() == [3, 5, 2]
+    assert batches[1]["input_ids"][0].tolist() == [101, 7, 102, 0, 0, 0]  # cycled: news 1 again
+
+
+def test_parameter_count_is_news_plus_user_encoder():
+    model = PLMNR(make_tiny_bert(num_layers=2), SMALL)
+    total = efficiency.count_parameters(model)
+    assert total == efficiency.count_parameters(model.news_encoder) + efficiency.count_parameters(model.user_encoder)
+    assert total == sum(p.numel() for p in model.state_dict().values())
+
+
+def test_latency_inputs_index_a_compact_table_with_the_same_vectors():
+    vecs = torch.arange(1, 41, dtype=torch.float32).reshape(10, 4)
+    vecs[0] = 0
+    history, candidates = [np.array([7, 2]), np.array([], dtype=np.int64)], [np.array([9, 2]), np.array([4])]
+    news, local_h, local_c = efficiency.latency_inputs(history, candidates)
+    table = efficiency.compact_table(vecs, news)
+    assert len(table) == len(news) + 1 and torch.all(table[0] == 0)
+    for original, local in zip(history + candidates, local_h + local_c):
+        assert torch.equal(table[torch.from_numpy(local)], vecs[torch.from_numpy(original.astype(np.int64))])
