@@ -34,6 +34,18 @@ def write_params(folder: Path, **sections) -> dict:
     return params
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tests use tiny models, which run fastest on one thread (and far faster than on two
+    when the CPU is shared)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """A scratch folder that stands in for the repository root while a stage runs."""

@@ -26,15 +26,6 @@ HEADS = PLMNRConfig(news_dim=16, news_query_dim=8, user_query_dim=8)
 TEACHER = {"epochs": 1, "batch_size": 8, "lr": 1e-3, "max_steps_per_epoch": 3, "seed": 42, "ids": [0, 1]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster than two when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def set_params(folder, **teacher):
     write_params(folder, data={"size": "tiny", "history_len": 10},
                  plm={"name": str(folder / "tiny_bert"), "trainable_layers": TRAINABLE},
