@@ -10,7 +10,10 @@ for synthetic data, data/mind/dev/oracle.parquet. Writes:
 - data/eval/prediction_<model>.txt: the MIND leaderboard's prediction.txt of every row, and
   data/eval/prediction.txt: the one to submit, the best teacher by dev AUC;
 - metrics/efficiency.json: {model: {params, news_encoder_params, size_mb, news_per_s,
-  user_latency_ms}}, measured in this one process, one model after the other.
+  user_latency_ms, layers}}, measured in this one process, round-robin, so the student's
+  speed is measured side by side with the teachers'.
+
+The student (models/student, whatever ``student.method`` made it) is the row ``student``.
 
 Runs unchanged under ``accelerate launch``: news and impressions are split between
 processes; the main process writes.
@@ -45,9 +48,8 @@ MIND = Path("data/mind")
 TITLE_CACHE = Path("data/cache/frozen/title")
 EVAL_DIR = Path("data/eval")
 
-#: models evaluated besides the teachers: folder names under models/ (e.g. "student" once
-#: distill_stage2 exists; list its folder in the stage's deps in dvc.yaml too)
-STUDENTS: list[str] = []
+#: models evaluated besides the teachers: folder names under models/ (under the ``models`` dependency)
+STUDENTS: list[str] = ["student"]
 
 
 def read(path: Path, stage: str, schema=None):
@@ -57,12 +59,18 @@ def read(path: Path, stage: str, schema=None):
 
 
 def model_folders(params) -> dict[str, Path]:
+    """The teachers (all required) and the students that exist (the pipeline always has one;
+    evaluating the teachers alone, before any distillation, is allowed)."""
     folders = {f"teacher_{i}": Path(f"models/teacher_{i}") for i in params.teacher.ids}
-    folders.update({name: Path("models") / name for name in STUDENTS})
     for name, folder in folders.items():
         if not (folder / "config.json").exists():
-            stage = "finetune_teacher" if name.startswith("teacher_") else "distill_stage2"
-            raise DataError(f"{folder} is missing: run the {stage} stage first (dvc repro {stage})")
+            raise DataError(f"{folder} is missing: run the finetune_teacher stage first (dvc repro finetune_teacher)")
+    for name in STUDENTS:
+        folder = Path("models") / name
+        if (folder / "config.json").exists():
+            folders[name] = folder
+        else:
+            log.info("no %s to evaluate (run distill_stage2 to make one)", folder)
     return folders
 
 
@@ -112,6 +120,8 @@ def main() -> None:
             log.info("prediction.txt is %s's (the best dev AUC of the teachers, %.4f)", best, results[best]["auc"])
             log.info("measuring the efficiency of %d models, round-robin", len(kept))
             costs = efficiency.measure_models(kept, bench, bench_history, bench_candidates)
+            for name, (model, _, _) in kept.items():
+                costs[name]["layers"] = len(model.plm.encoder.layer)
     if main_process:
         write_json(results, "metrics/eval.json")
         write_json(costs, "metrics/efficiency.json")

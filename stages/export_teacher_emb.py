@@ -4,8 +4,9 @@ Usage: ``python stages/export_teacher_emb.py <i>`` (DVC runs it for each i in te
 Reads models/teacher_<i>, models/post_train/step_<i>, data/tokens/news.parquet and the
 frozen-layer cache data/cache/frozen/. Writes data/teacher_emb/teacher_<i>.safetensors:
 "news" (teacher i on titles), "title" and "body" (step_i on titles and bodies), each
-[max news_index + 1, news_dim] float32 with row 0 zeros; metadata names the checkpoints
-(with their SHA-256), the tokenizer and the sizes.
+[max news_index + 1, news_dim] float32 with row 0 zeros, and teacher i's user encoder
+("user_encoder.*"); metadata names the checkpoints (with their SHA-256), the tokenizer and
+the sizes.
 """
 
 import logging
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             "title_len": params.plm.title_len,
             "body_len": params.plm.body_len,
             "news_dim": tensors["news"].shape[1],
+            "user_query_dim": teacher.config.user_query_dim,
             "hidden_size": teacher.plm.config.hidden_size,
             "n_news": tokens.num_rows,
             "rows": tensors["news"].shape[0],

@@ -96,7 +96,7 @@ def test_efficiency_json_has_positive_costs_per_teacher(evaluated):
     costs = json.loads((evaluated / "metrics/efficiency.json").read_text())
     assert set(costs) == {"teacher_0", "teacher_1"}
     for row in costs.values():
-        assert set(row) == {"params", "news_encoder_params", "size_mb", "news_per_s", "user_latency_ms"}
+        assert set(row) == {"params", "news_encoder_params", "size_mb", "news_per_s", "user_latency_ms", "layers"}
         assert all(v > 0 for v in row.values())
         assert row["news_encoder_params"] < row["params"]
 

@@ -3,8 +3,10 @@
 Two stages use this module:
 
 - ``export_teacher_emb``: teacher i's news embeddings of every title (``news``, what
-  stage-2 distillation matches) and the post-trained checkpoint step_i's embeddings of every
-  title and body (``title``, ``body``, what stage-1 distillation matches), written to
+  stage-2 distillation matches), its user encoder's weights (``user_encoder.*``, which
+  stage 2 runs frozen on those embeddings) and the post-trained checkpoint step_i's
+  embeddings of every title and body (``title``, ``body``, what stage-1 distillation
+  matches), written to
   ``data/teacher_emb/teacher_{i}.safetensors`` (:func:`export_teacher_embeddings`,
   :func:`write_teacher_emb`, :func:`read_teacher_emb`).
 - ``evaluate``: for every model, the news of the dev impressions are encoded ONCE
@@ -64,6 +66,8 @@ TEACHER_EMB_FORMAT = "tinynewsrec.teacher_emb"
 TEACHER_EMB_VERSION = "1"
 #: tensors of a teacher_{i}.safetensors file
 TEACHER_EMB_KEYS = ("news", "title", "body")
+#: prefix of the teacher's user encoder weights in a teacher_{i}.safetensors file
+USER_ENCODER_PREFIX = "user_encoder."
 
 
 # --- several processes -------------------------------------------------------------------
@@ -400,8 +404,10 @@ def export_teacher_embeddings(
     - ``title`` / ``body``: ``post_trained``'s (step_i's) news encoder on the titles / bodies
       (stage 1 matches these).
 
-    Each is float32 [max news_index + 1, news_dim] on the CPU, row 0 zeros. ``cache_dir``:
-    the folder holding the ``title`` and ``body`` frozen-layer caches (None: token ids).
+    Each is float32 [max news_index + 1, news_dim] on the CPU, row 0 zeros. Also the
+    teacher's user encoder weights as ``user_encoder.<name>`` (stage 2 needs nothing else of
+    the teacher). ``cache_dir``: the folder holding the ``title`` and ``body`` frozen-layer
+    caches (None: token ids).
     """
     news_index = tokens.column("news_index").to_numpy().astype(np.int64)
     n_slots = int(news_index.max()) + 1 if len(news_index) else 1
@@ -417,6 +423,8 @@ def export_teacher_embeddings(
         log.info("encoding %s news %s with %s", f"{len(news_index):,}", what, name)
         out[key] = encode_news(model.news_encoder, lookup, news_index, n_slots=n_slots, batch_size=batch_size,
                                progress=progress, desc=f"{what} ({name})", state=state).cpu().contiguous()
+    out.update({f"{USER_ENCODER_PREFIX}{k}": v.detach().cpu().contiguous()
+                for k, v in teacher.user_encoder.state_dict().items()})
     return out
 
 

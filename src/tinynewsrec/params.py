@@ -128,11 +128,75 @@ class EvalParams:
     bench_news: int = at_least(1, 512)
 
 
+STUDENT_METHODS = ("tinynewsrec", "finetune", "tinybert", "newsbert")
+
+
+@dataclass(frozen=True)
+class StudentParams:
+    """``student``: the small recommender distilled from the teachers (or a baseline)."""
+
+    #: tinynewsrec (two-stage multi-teacher KD) | finetune (clicks only, no KD) | tinybert | newsbert
+    method: str = choice(*STUDENT_METHODS, default="tinynewsrec")
+    #: the student is the PLM's first L layers (1 .. the PLM's depth); all L train, embeddings frozen
+    layers: int = at_least(1, 2)
+    #: tinybert / newsbert: the one teacher they learn from (one of teacher.ids; default 3, the
+    #: last and longest post-trained of the default four; a dvc.yaml dependency, so it must exist)
+    teacher: int = at_least(0, 3)
+    #: tinybert / newsbert: which teacher layer each student layer matches (uniform | last)
+    layer_map: str = choice("uniform", "last", default="last")
+    #: tinybert / newsbert: how many of the student's last layers are matched
+    distill_layers: int = at_least(1, 2)
+
+    def teacher_id(self, ids: list[int]) -> int:
+        """The single teacher of tinybert/newsbert, checked against ``teacher.ids``."""
+        _check(self.teacher in ids, "student.teacher", f"one of teacher.ids {ids}", self.teacher)
+        return self.teacher
+
+
+@dataclass(frozen=True)
+class Stage1Params:
+    """``stage1``: Tiny-NewsRec's first stage, post-training distillation (title-body matching)."""
+
+    epochs: int = at_least(1, 1)
+    batch_size: int = at_least(2, 32)
+    lr: float = at_least(0.0, 1e-4)
+    #: titles of other news per body (as post_train.negatives)
+    negatives: int = at_least(1, 9)
+    #: distillation temperature of the soft cross-entropy
+    tau: float = at_least(1e-6, 1.0)
+    max_steps_per_epoch: int | None = None
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class Stage2Params:
+    """``stage2``: the student's training on clicks: Tiny-NewsRec's second stage, or a baseline's only stage."""
+
+    epochs: int = at_least(1, 2)
+    batch_size: int = at_least(1, 32)
+    lr: float = at_least(0.0, 1e-4)
+    max_steps_per_epoch: int | None = None
+    tau: float = at_least(1e-6, 1.0)
+    #: weight of the hard-label click CE (null = the method's own: tinynewsrec 0.2, tinybert and newsbert 0.1)
+    ce_weight: float | None = None
+    #: newsbert: momentum distillation of gradients
+    beta: float = at_least(0.0, 0.1)
+    seed: int = 42
+
+    def validate(self) -> None:
+        _check(self.ce_weight is None or self.ce_weight >= 0, "stage2.ce_weight", "a number >= 0 (or null)",
+               self.ce_weight)
+        _check(self.beta <= 1, "stage2.beta", "a number between 0 and 1", self.beta)
+
+
 SECTIONS: dict[str, type] = {
     "data": DataParams,
     "plm": PlmParams,
     "post_train": PostTrainParams,
     "teacher": TeacherParams,
+    "student": StudentParams,
+    "stage1": Stage1Params,
+    "stage2": Stage2Params,
     "eval": EvalParams,
 }
 
@@ -204,6 +268,9 @@ class Params:
     plm: PlmParams
     post_train: PostTrainParams
     teacher: TeacherParams
+    student: StudentParams
+    stage1: Stage1Params
+    stage2: Stage2Params
     eval: EvalParams
 
 

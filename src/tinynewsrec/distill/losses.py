@@ -318,9 +318,10 @@ def hidden_mse(
     teacher_layer)`` pairs from :func:`~tinynewsrec.distill.layer_map.layer_map`;
     ``projection``: TinyBERT's W_h, ``nn.Linear(d_s, d_t)`` (None: identity);
     ``mask``: the token attention mask ``[N, L]``, padding tokens ignored.
-    Each pair is a mean over texts of the per-text MSE over real tokens.
+    Each pair is a mean over texts of the per-text MSE over real tokens. Only the mapped
+    layers are read (the others may be None, e.g. below a frozen-layer cache).
     """
-    total = student_hidden[0].new_zeros(())
+    total = student_hidden[layer_map[0][0]].new_zeros(()) if layer_map else torch.zeros(())
     for j, t in layer_map:
         student = student_hidden[j] if projection is None else projection(student_hidden[j])
         err, valid = _per_sample_mse(student, teacher_hidden[t].detach(), mask)
@@ -338,14 +339,14 @@ def attention_mse(
 
     A[n, h, q, k] = <Q_q, K_k> / sqrt(d_head) (+ BERT's additive mask), per layer,
     ``[N, heads, L, L]``; ``student_attn_scores[j - 1]`` is layer j's (student and
-    teacher must have the same number of heads). Only pairs of real tokens count: with
+    teacher must have the same number of heads; unmapped layers may be None). Only pairs of real tokens count: with
     ``mask`` ``[N, L]``, query q and key k both real; without it, any position where a
     score is not finite or at or below :data:`MASKED_SCORE` is taken as masked (BERT's
     additive mask is -1e4, -inf or the dtype's minimum, whose squared difference would
     swamp the loss or be NaN). Each pair is a mean over texts of the per-text mean over
     heads and real (q, k) pairs.
     """
-    total = student_attn_scores[0].new_zeros(())
+    total = student_attn_scores[layer_map[0][0] - 1].new_zeros(()) if layer_map else torch.zeros(())
     for j, t in layer_map:
         student, teacher = student_attn_scores[j - 1], teacher_attn_scores[t - 1].detach()
         if student.shape != teacher.shape:
