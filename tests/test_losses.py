@@ -384,6 +384,17 @@ def test_hidden_mse_uses_the_mapped_layers_and_ignores_padding_tokens():
     assert torch.allclose(hidden_mse(student, teacher, pairs, None, mask), expected, atol=1e-6)
 
 
+def test_layer_losses_read_only_the_mapped_layers():
+    """Layers outside the map may be None (a teacher run from a frozen-layer cache has no
+    lower states; a student computes attention scores only where they are matched)."""
+    student = [torch.randn(2, 3, 4) for _ in range(3)]
+    teacher = [None, None, torch.randn(2, 3, 4), torch.randn(2, 3, 4)]
+    pairs = [(2, 3)]
+    assert torch.allclose(hidden_mse(student, teacher, pairs), ((student[2] - teacher[3]) ** 2).mean())
+    s_attn, t_attn = [None, torch.randn(2, 1, 3, 3)], [None, None, torch.randn(2, 1, 3, 3)]
+    assert torch.allclose(attention_mse(s_attn, t_attn, pairs), ((s_attn[1] - t_attn[2]) ** 2).mean())
+
+
 def test_hidden_mse_projects_the_student_into_the_teacher_space():
     student = [torch.randn(2, 3, 4) for _ in range(2)]
     teacher = [torch.randn(2, 3, 6) for _ in range(3)]
