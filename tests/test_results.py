@@ -113,8 +113,11 @@ def test_main_writes_both_files(workdir, monkeypatch):
     (workdir / "metrics").mkdir()
     (workdir / "metrics/eval.json").write_text(json.dumps(ws["eval"]))
     (workdir / "metrics/efficiency.json").write_text(json.dumps(ws["efficiency"]))
-    monkeypatch.setattr(results, "exp_show", lambda root=None: [])
-    results.main()
+    seen = []
+    monkeypatch.setattr(results, "exp_show", lambda root=None, all_commits=False: seen.append(all_commits) or [])
+    results.main([])
+    results.main(["--all-commits"])
+    assert seen == [False, True]
     rows = json.loads((workdir / "metrics/results.json").read_text())
     assert [r["model"] for r in rows][-1] == "Tiny-NewsRec-2"
     assert (workdir / "metrics/results.md").read_text() == results.to_markdown(rows)
@@ -123,4 +126,4 @@ def test_main_writes_both_files(workdir, monkeypatch):
 def test_main_without_metrics_names_the_pipeline(workdir):
     (workdir / "params.yaml").write_text(yaml.safe_dump(BASE_PARAMS))
     with pytest.raises(DataError, match=r"metrics/eval.json is missing.*dvc repro"):
-        results.main()
+        results.main([])

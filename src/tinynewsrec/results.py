@@ -1,12 +1,13 @@
 """The results table: teachers, popularity and every student that has been run, in the shape of
 Tiny-NewsRec's main table, written to ``metrics/results.md`` and ``metrics/results.json``.
 
-    python -m tinynewsrec.results          (or: make results)
+    python -m tinynewsrec.results [--all-commits]     (or: make results)
 
 Each ``dvc exp run -S student.method=... -S student.layers=...`` is one experiment whose
 ``metrics/eval.json`` and ``metrics/efficiency.json`` hold its student's row (``student``) and
 the teachers' rows measured in the same evaluate process. This command reads the workspace
-and every experiment of the current commit (``dvc exp show --json``) and keeps:
+and every experiment of the current commit (``dvc exp show --json``; of every commit with
+``--all-commits``) and keeps:
 
 - the teacher and popularity rows of the workspace;
 - one row per student (method, layers): the workspace's own, and each experiment's whose
@@ -164,9 +165,10 @@ def read_workspace(root: Path = Path(".")) -> dict:
             "efficiency": load(root / "metrics/efficiency.json"), "created": None}
 
 
-def exp_show(root: Path = Path(".")) -> list[dict]:
-    """``dvc exp show --json`` of the repository at ``root`` (the experiments of HEAD)."""
-    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json"]
+def exp_show(root: Path = Path("."), all_commits: bool = False) -> list[dict]:
+    """``dvc exp show --json`` of the repository at ``root``: the experiments of HEAD, or of
+    every commit with ``all_commits``."""
+    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
         raise DataError(f"`dvc exp show --json` failed: {done.stderr.strip()[-500:]}")
@@ -174,9 +176,15 @@ def exp_show(root: Path = Path(".")) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tinynewsrec.results", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--all-commits", action="store_true",
+                        help="read the experiments of every commit, not only HEAD's (e.g. after committing code)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     workspace = read_workspace()
-    experiments = records_from_exp_show(exp_show())
+    experiments = records_from_exp_show(exp_show(all_commits=args.all_commits))
     rows = build_rows(workspace, experiments)
     write_json(rows, "metrics/results.json")
     write_text(to_markdown(rows), "metrics/results.md")
