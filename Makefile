@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup repro test bench clean
+.PHONY: setup repro test bench results clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,14 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# speed and memory figures into metrics/bench.json (~15 min; e.g. BENCH_ARGS="--skip ingest")
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# the results table (metrics/results.{md,json}) from the workspace and every `dvc exp run` of this commit
+results: $(STAMP)
+	$(BIN)/python -m tinynewsrec.results
 
 clean:
 	rm -rf $(VENV)
