@@ -54,12 +54,18 @@ def world(tmp_path_factory):
     return root
 
 
-def run_student(world, tmp_path, monkeypatch, **student):
-    """Copy the world, set the student params and run distill_stage1 and distill_stage2."""
+def copy_world(world, tmp_path, monkeypatch, ignore=None, **student):
+    """A scratch copy of the world (the current folder) with these student params."""
     folder = tmp_path / "w"
-    shutil.copytree(world, folder)
+    shutil.copytree(world, folder, ignore=ignore)
     monkeypatch.chdir(folder)
     set_student(folder, **student)
+    return folder
+
+
+def run_student(world, tmp_path, monkeypatch, **student):
+    """Copy the world, set the student params and run distill_stage1 and distill_stage2."""
+    folder = copy_world(world, tmp_path, monkeypatch, **student)
     load_stage("distill_stage1").main()
     load_stage("distill_stage2").main()
     return folder
@@ -138,29 +144,20 @@ def test_stage2_tinynewsrec_after_a_skipped_stage1_names_the_stage_to_rerun(worl
 
 
 def test_too_deep_a_student_names_the_param(world, tmp_path, monkeypatch):
-    folder = tmp_path / "w"
-    shutil.copytree(world, folder)
-    monkeypatch.chdir(folder)
-    set_student(folder, method="tinynewsrec", layers=4)
+    folder = copy_world(world, tmp_path, monkeypatch, method="tinynewsrec", layers=4)
     with pytest.raises(ParamError, match=r"student\.layers.*between 1 and 3"):
         load_stage("distill_stage1").main()
     assert not (folder / "models/student_stage1").exists()
 
 
 def test_a_teacher_outside_teacher_ids_names_the_param(world, tmp_path, monkeypatch):
-    folder = tmp_path / "w"
-    shutil.copytree(world, folder)
-    monkeypatch.chdir(folder)
-    set_student(folder, method="tinybert", teacher=5)
+    copy_world(world, tmp_path, monkeypatch, method="tinybert", teacher=5)
     with pytest.raises(ParamError, match=r"student\.teacher must be one of teacher\.ids \[0, 1\]"):
         load_stage("distill_stage2").main()
 
 
 def test_missing_teacher_embeddings_name_the_export_stage(world, tmp_path, monkeypatch):
-    folder = tmp_path / "w"
-    shutil.copytree(world, folder, ignore=shutil.ignore_patterns("teacher_emb"))
-    monkeypatch.chdir(folder)
-    set_student(folder, method="tinynewsrec")
+    copy_world(world, tmp_path, monkeypatch, ignore=shutil.ignore_patterns("teacher_emb"), method="tinynewsrec")
     with pytest.raises(DataError, match="teacher_0.safetensors is missing.*export_teacher_emb"):
         load_stage("distill_stage1").main()
 
