@@ -4,16 +4,23 @@ Reads models/teacher_<i> for i in teacher.ids (and the STUDENTS below), data/sam
 data/tokens/news.parquet, the frozen-layer cache, data/mind/{train,dev}/behaviors.parquet and,
 for synthetic data, data/mind/dev/oracle.parquet. Writes:
 
-- metrics/eval.json: {model: {auc, mrr, ndcg5, ndcg10}} for every model, plus ``popularity``
+- metrics/eval.json: {row: {auc, mrr, ndcg5, ndcg10}} for every model, plus ``popularity``
   (the reference a text model must beat) and, on synthetic data, ``oracle`` (ranking by the
-  generator's true click probabilities: the synthetic world's ceiling);
-- data/eval/prediction_<model>.txt: the MIND leaderboard's prediction.txt of every row, and
+  generator's true click probabilities: the synthetic world's ceiling). The metrics are those
+  the MIND leaderboard computes from the prediction.txt written here (ranks; equal scores:
+  the earlier candidate ranks higher), so the two always agree;
+- data/eval/prediction_<row>.txt: the MIND leaderboard's prediction.txt of every row, and
   data/eval/prediction.txt: the one to submit, the best teacher by dev AUC;
+- data/eval/impressions.parquet: every row's metrics per dev impression (``<row>/auc`` ...),
+  for paired comparisons (the results table's bootstrap intervals);
 - metrics/efficiency.json: {model: {params, news_encoder_params, size_mb, news_per_s,
   user_latency_ms, layers}}, measured in this one process, round-robin, so the student's
   speed is measured side by side with the teachers'.
 
-The student (models/student, whatever ``student.method`` made it) is the row ``student``.
+Models are loaded through the one Recommender interface (``tinynewsrec.recommender``), so any
+model folder kind can be a row: the teachers, then every folder under models/ named in
+``eval.models`` (default ``[student]``: whatever ``student.method`` made), each row named after
+its folder.
 
 Runs unchanged under ``accelerate launch``: news and impressions are split between
 processes; the main process writes.
@@ -25,7 +32,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 from accelerate import Accelerator
 
@@ -33,9 +39,10 @@ from tinynewsrec import efficiency
 from tinynewsrec.data import schemas
 from tinynewsrec.errors import DataError
 from tinynewsrec.evaluate import (
-    REFERENCE_LABELS, DevImpressions, evaluate_model, load_recommender, metric_row, news_lookup, reference_scores,
-    write_predictions,
+    REFERENCE_LABELS, DevImpressions, evaluate_model, news_lookup, rank_and_score, reference_scores,
+    write_impression_metrics, write_predictions,
 )
+from tinynewsrec.recommender import load_recommender
 from tinynewsrec.io import atomic_dir, atomic_path, write_json
 from tinynewsrec.models.plmnr import NewsTokens
 from tinynewsrec.params import load_params
@@ -48,29 +55,20 @@ MIND = Path("data/mind")
 TITLE_CACHE = Path("data/cache/frozen/title")
 EVAL_DIR = Path("data/eval")
 
-#: models evaluated besides the teachers: folder names under models/ (under the ``models`` dependency)
-STUDENTS: list[str] = ["student"]
-
-
-def read(path: Path, stage: str, schema=None):
-    if not path.exists():
-        raise DataError(f"{path} is missing: run the {stage} stage first (dvc repro {stage})")
-    return pq.read_table(path, schema=schema)
 
 
 def model_folders(params) -> dict[str, Path]:
-    """The teachers (all required) and the students that exist (the pipeline always has one;
-    evaluating the teachers alone, before any distillation, is allowed)."""
+    """The rows: the teachers, then every folder of ``eval.models`` (all required)."""
     folders = {f"teacher_{i}": Path(f"models/teacher_{i}") for i in params.teacher.ids}
     for name, folder in folders.items():
         if not (folder / "config.json").exists():
             raise DataError(f"{folder} is missing: run the finetune_teacher stage first (dvc repro finetune_teacher)")
-    for name in STUDENTS:
+    for name in params.eval.models:
         folder = Path("models") / name
-        if (folder / "config.json").exists():
-            folders[name] = folder
-        else:
-            log.info("no %s to evaluate (run distill_stage2 to make one)", folder)
+        if not (folder / "config.json").exists():
+            raise DataError(f"params.yaml: eval.models names {name!r} but {folder} holds no model; "
+                            "run the stage that writes it or remove it from eval.models")
+        folders[name] = folder
     return folders
 
 
@@ -83,7 +81,7 @@ def main() -> None:
     dev = DevImpressions.read(DEV, params.data.history_len)
     if len(dev) == 0:
         raise DataError(f"{DEV} holds no impressions: check the dev split (metrics/split.json)")
-    tokens = read(TOKENS, "split", schemas.TOKENS)
+    tokens = schemas.read_tokens(TOKENS)
     n_slots = int(tokens.column("news_index").to_numpy().max()) + 1
     folders = model_folders(params)
 
@@ -97,7 +95,7 @@ def main() -> None:
              "%d torch threads on %s", params.eval.bench_news, params.eval.bench_batch, params.plm.title_len,
              n_bench, torch.get_num_threads(), state.device)
 
-    results, kept = {}, {}
+    results, per_impression, kept = {}, {}, {}
     with atomic_dir(EVAL_DIR) if main_process else contextlib.nullcontext() as out_dir:
         for name, folder in folders.items():
             model = load_recommender(folder).to(state.device)
@@ -106,14 +104,17 @@ def main() -> None:
                                           batch_size=params.eval.batch_size, name=name, progress=main_process,
                                           state=state)
             if main_process:
-                results[name] = metric_row(scores, dev, name)
-                write_predictions(out_dir / f"prediction_{name}.txt", dev, scores)
+                ranking = rank_and_score(scores, dev, name)
+                results[name], per_impression[name] = ranking.metrics, ranking.per_impression
+                write_predictions(out_dir / f"prediction_{name}.txt", dev, ranks=ranking.ranks)
                 kept[name] = (model, folder, efficiency.compact_table(vecs, bench_news))
             del model, vecs, scores
         if main_process:
             for name, scores in reference_scores(MIND, dev, n_slots).items():
-                results[name] = metric_row(scores, dev, REFERENCE_LABELS[name])
-                write_predictions(out_dir / f"prediction_{name}.txt", dev, scores)
+                ranking = rank_and_score(scores, dev, REFERENCE_LABELS[name])
+                results[name], per_impression[name] = ranking.metrics, ranking.per_impression
+                write_predictions(out_dir / f"prediction_{name}.txt", dev, ranks=ranking.ranks)
+            write_impression_metrics(out_dir / "impressions.parquet", dev, per_impression)
             best = max((n for n in folders if n.startswith("teacher_")), key=lambda n: results[n]["auc"])
             with atomic_path(out_dir / "prediction.txt") as tmp:
                 shutil.copyfile(out_dir / f"prediction_{best}.txt", tmp)

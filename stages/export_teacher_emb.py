@@ -13,17 +13,18 @@ import logging
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from accelerate import Accelerator
 
 from tinynewsrec.data import schemas
 from tinynewsrec.errors import DataError, ParamError
-from tinynewsrec.evaluate import checkpoint_sha256, export_teacher_embeddings, load_recommender, write_teacher_emb
+from tinynewsrec.evaluate import export_teacher_embeddings
+from tinynewsrec.io import checkpoint_sha256
+from tinynewsrec.recommender import load_recommender
 from tinynewsrec.params import load_params
 from tinynewsrec.stage import run_stage
+from tinynewsrec.teacher_emb import write_teacher_emb
 
 log = logging.getLogger("tinynewsrec")
-TOKENS = Path("data/tokens/news.parquet")
 CACHE_DIR = Path("data/cache/frozen")
 OUT_DIR = Path("data/teacher_emb")
 
@@ -45,9 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     i = teacher_id(sys.argv[1:] if argv is None else argv, params.teacher.ids)
     teacher_dir = need(Path(f"models/teacher_{i}"), "finetune_teacher")
     step_dir = need(Path(f"models/post_train/step_{i}"), "post_train")
-    if not TOKENS.exists():
-        raise DataError(f"{TOKENS} is missing: run the split stage first (dvc repro split)")
-    tokens = pq.read_table(TOKENS, schema=schemas.TOKENS)
+    tokens = schemas.read_tokens()
     state = Accelerator()  # splits the news between processes under accelerate launch
     if not state.is_main_process:
         log.setLevel(logging.WARNING)

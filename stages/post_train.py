@@ -8,26 +8,19 @@ curve in metrics/post_train/ (dvclive) and metrics/post_train.json.
 import logging
 import sys
 
-import pyarrow.parquet as pq
-
 from tinynewsrec.data import schemas
-from tinynewsrec.errors import DataError
 from tinynewsrec.io import write_json
 from tinynewsrec.params import load_params
 from tinynewsrec.stage import run_stage
 from tinynewsrec.train.post_train import clear_resume_state, post_train, save_checkpoints
 
 log = logging.getLogger("tinynewsrec")
-TOKENS = "data/tokens/news.parquet"
 OUT = "models/post_train"
 
 
 def main() -> None:
     params = load_params()
-    try:
-        tokens = pq.read_table(TOKENS, schema=schemas.TOKENS)
-    except FileNotFoundError:
-        raise DataError(f"{TOKENS} is missing: run the split stage first (dvc repro split)") from None
+    tokens = schemas.read_tokens()
 
     from accelerate import Accelerator
     from dvclive import Live

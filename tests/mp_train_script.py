@@ -112,8 +112,14 @@ def train(args, accelerator, out: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     def collate(rows: list[int]) -> dict:
         return collate_train([samples[i] for i in rows], cache)
 
+    calls = []
+
     def step(model, batch):
-        return click_loss(model(batch)), {}
+        calls.append(1)
+        loss = click_loss(model(batch))
+        if accelerator.process_index == args.nan_on_rank and len(calls) == args.nan_at_step:
+            loss = loss * float("nan")
+        return loss, {}
 
     cfg = LoopConfig(epochs=args.epochs, batch_size=args.batch, seed=SEED, name="mp")
     result = fit(accelerator, model, optimizer, len(samples), collate, step, cfg)
@@ -158,6 +164,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--impressions", type=int, default=37, help="eval: dev impressions")
+    ap.add_argument("--nan-on-rank", type=int, default=-1, help="train: this process's loss becomes NaN ...")
+    ap.add_argument("--nan-at-step", type=int, default=2, help="train: ... at this step")
     args = ap.parse_args()
 
     from accelerate import Accelerator
@@ -167,7 +175,13 @@ def main() -> None:
     accelerator = Accelerator()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.mode == "train":
-        result, tensors = train(args, accelerator, args.out)
+        from tinynewsrec.errors import TinyNewsRecError
+
+        try:
+            result, tensors = train(args, accelerator, args.out)
+        except TinyNewsRecError as e:  # as run_stage does: one line, exit 2
+            print(f"rank {accelerator.process_index}: error: {e}", flush=True)
+            raise SystemExit(2) from None
     else:
         result, tensors = evaluate(args, accelerator)
     rank = {"process_index": accelerator.process_index, "num_processes": accelerator.num_processes,

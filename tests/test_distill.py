@@ -17,7 +17,7 @@ from tinynewsrec.distill.students import (
     NewsBERTPair, Stage1Student, Stage2Student, TinyBERTStudent, attention_scores, build_student, encoder_states,
 )
 from tinynewsrec.errors import DataError, ParamError
-from tinynewsrec.evaluate import read_teacher_emb
+from tinynewsrec.teacher_emb import read_teacher_emb
 from tinynewsrec.models.cache import FrozenCache
 from tinynewsrec.models.plm import load_plm
 from tinynewsrec.models.plmnr import PLMNR, NewsTokens, collate_train
@@ -40,6 +40,7 @@ def set_student(folder, **student):
     params["stage1"] = {**params.get("stage1", {}), **STAGE1}
     params["stage2"] = {**params.get("stage2", {}), **STAGE2}
     params["plm"]["news_dim"] = SMALL.news_dim  # the stand-in teachers' size
+    params["eval"]["models"] = ["student"]
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
 
 

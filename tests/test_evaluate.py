@@ -22,7 +22,10 @@ from tinynewsrec.models.plm import load_plm, load_tokenizer, make_tiny_bert
 from tinynewsrec.models.plmnr import PLMNR, NewsTokens, PLMNRConfig, collate_train
 from tinynewsrec.params import load_params
 from tinynewsrec.train.common import build_caches
+import yaml
+
 from conftest import load_stage, write_params
+from tinynewsrec.recommender import load_recommender
 
 SMALL = PLMNRConfig(news_dim=16, news_query_dim=8, user_query_dim=8)
 
@@ -52,7 +55,7 @@ def make_world(folder: Path, teachers: int = 2) -> Path:
             data={"size": "tiny", "history_len": 20},
             plm={"name": str(bert), "trainable_layers": 1, "cache_dtype": "float32", "encode_batch": 64},
             teacher={"ids": list(range(teachers))},
-            eval={"batch_size": 16, "bench_batch": 8, "bench_news": 24},
+            eval={"batch_size": 16, "bench_batch": 8, "bench_news": 24, "models": []},
         )
         load_stage("download").main()
         load_stage("split").main()
@@ -143,6 +146,54 @@ def test_one_impression_scored_by_hand_equals_the_stage(world, tmp_path, monkeyp
     assert stage == pytest.approx(by_hand, abs=2e-6)
 
 
+def test_eval_json_is_what_the_leaderboard_computes_from_prediction_txt(evaluated):
+    """MIND's scorer reads only the ranks and scores each candidate 1/rank (sklearn's AUC):
+    eval.json must agree with it for every row, the popularity ranker's tied counts included."""
+    from sklearn.metrics import roc_auc_score
+
+    results = json.loads((evaluated / "metrics/eval.json").read_text())
+    dev = dev_table(evaluated)
+    labels = dev.column("labels").to_pylist()
+    for name in ("teacher_0", "popularity", "oracle"):
+        ids, ranks, offsets = read_prediction_file(evaluated / f"data/eval/prediction_{name}.txt")
+        aucs = []
+        for i, y in enumerate(labels):
+            if 0 < sum(y) < len(y):
+                aucs.append(roc_auc_score(y, 1.0 / ranks[offsets[i]:offsets[i + 1]]))
+        assert results[name]["auc"] == pytest.approx(np.mean(aucs), abs=1e-6), name
+
+
+def test_impression_metrics_average_to_eval_json(evaluated):
+    results = json.loads((evaluated / "metrics/eval.json").read_text())
+    table = pq.read_table(evaluated / "data/eval/impressions.parquet")
+    assert np.array_equal(table.column("impression_id").to_numpy(), dev_table(evaluated).column("impression_id").to_numpy())
+    for name, row in results.items():
+        for metric, value in row.items():
+            assert np.nanmean(table.column(f"{name}/{metric}").to_numpy()) == pytest.approx(value, abs=1e-6)
+
+
+def test_any_model_folder_named_in_eval_models_is_a_row(world, tmp_path, monkeypatch):
+    folder = tmp_path / "rows"
+    shutil.copytree(world, folder, ignore=shutil.ignore_patterns("tiny_bert"))
+    shutil.copytree(folder / "models/teacher_1", folder / "models/pruned_student")
+    monkeypatch.chdir(folder)
+    write_params(folder, **{k: v for k, v in yaml.safe_load((world / "params.yaml").read_text()).items()
+                            if k != "eval"}, eval={"batch_size": 16, "bench_batch": 8, "bench_news": 24,
+                                                     "models": ["pruned_student"]})
+    load_stage("evaluate").main()
+    results = json.loads((folder / "metrics/eval.json").read_text())
+    assert results["pruned_student"] == results["teacher_1"]  # the same weights, another row
+    assert "pruned_student" in json.loads((folder / "metrics/efficiency.json").read_text())
+
+
+def test_a_model_folder_of_an_unknown_kind_is_a_one_line_error(world, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model": "hologram"}')
+    with pytest.raises(DataError, match="model kind 'hologram'.*known kinds: plmnr"):
+        load_recommender(folder)
+
+
 def test_a_missing_teacher_names_the_stage_to_run(world, tmp_path, monkeypatch):
     folder = tmp_path / "w"
     shutil.copytree(world, folder, ignore=shutil.ignore_patterns("tiny_bert", "models"))
@@ -163,7 +214,7 @@ def test_scores_equal_the_models_forward_on_the_same_impressions(world):
         vecs = encode_news(model.news_encoder, tokens, dev.news_index(), batch_size=7, progress=False)
         forward = model(collate_train(table, tokens))
         mask = collate_train(table, tokens)["candidate_mask"]
-    scores = score_impressions(model.user_encoder, vecs, dev, batch_size=5, progress=False)
+    scores = score_impressions(model, vecs, dev, batch_size=5, progress=False)
     np.testing.assert_allclose(scores, forward[mask].numpy(), rtol=1e-5, atol=1e-5)
 
 

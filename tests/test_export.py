@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from tinynewsrec.errors import DataError, ParamError
-from tinynewsrec.evaluate import checkpoint_sha256, export_teacher_embeddings, news_lookup, read_teacher_emb
+from tinynewsrec.evaluate import export_teacher_embeddings, news_lookup
+from tinynewsrec.io import checkpoint_sha256
+from tinynewsrec.teacher_emb import read_teacher_emb
 from tinynewsrec.models.cache import FrozenCache
 from tinynewsrec.models.plmnr import PLMNR, NewsTokens
 from conftest import load_stage

@@ -143,3 +143,17 @@ def test_evaluation_on_two_processes_gives_the_same_scores_as_one(evaluated):
     assert t_one["scores"].shape == t_two["scores"].shape == (one["candidates"],)
     torch.testing.assert_close(t_two["scores"], t_one["scores"], atol=TOLERANCE, rtol=0)
     torch.testing.assert_close(t_two["news_vecs"], t_one["news_vecs"], atol=TOLERANCE, rtol=0)
+
+
+def test_a_nan_loss_on_one_process_stops_every_process_with_the_same_message(tmp_path):
+    proc = launch(tmp_path / "nan", "train", 2, "--batch", str(BATCH), "--rows", str(ROWS), "--nan-on-rank", "1")
+    try:
+        output, _ = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("a NaN on one process left the other one hanging")
+    assert proc.returncode != 0
+    message = "mp: at epoch 1, step 2, the loss became NaN or infinite on process 1"
+    for rank in (0, 1):
+        assert f"rank {rank}: error: {message}" in output, output[-3000:]
+    assert "Connection closed" not in output and "connection closed" not in output

@@ -8,7 +8,7 @@ Two stages use this module:
   embeddings of every title and body (``title``, ``body``, what stage-1 distillation
   matches), written to
   ``data/teacher_emb/teacher_{i}.safetensors`` (:func:`export_teacher_embeddings`,
-  :func:`write_teacher_emb`, :func:`read_teacher_emb`).
+  :mod:`tinynewsrec.teacher_emb`).
 - ``evaluate``: for every model, the news of the dev impressions are encoded ONCE
   (:func:`encode_news`), each impression's user vector is computed ONCE from its history's
   embeddings, and its candidates are scored by dot product (:func:`score_impressions`);
@@ -40,8 +40,6 @@ Decisions where the design is silent:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -49,25 +47,20 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
 from .data import schemas
 from .errors import DataError
-from .io import atomic_path
+from .io import read_parquet
 from .metrics import METRIC_NAMES, evaluate_impressions, flatten_impressions, rank_lists, write_prediction_file
 from .models.cache import FrozenCache, pad_ranges, ragged_parts
-from .models.plmnr import PLMNR, NewsTokens, click_scores
+from .models.plmnr import PLMNR, NewsTokens
+from .recommender import Recommender
+from .teacher_emb import USER_ENCODER_PREFIX
 
 log = logging.getLogger("tinynewsrec")
 
-TEACHER_EMB_FORMAT = "tinynewsrec.teacher_emb"
-TEACHER_EMB_VERSION = "1"
-#: tensors of a teacher_{i}.safetensors file
-TEACHER_EMB_KEYS = ("news", "title", "body")
-#: prefix of the teacher's user encoder weights in a teacher_{i}.safetensors file
-USER_ENCODER_PREFIX = "user_encoder."
 
 
 # --- several processes -------------------------------------------------------------------
@@ -131,7 +124,9 @@ def encode_news(
     desc: str = "encoding news",
     state=None,
 ) -> torch.Tensor:
-    """Embeddings [n_slots, news_dim] (float32, on the encoder's device) of ``news_index``.
+    """Embeddings [n_slots, news_dim] (float32, on the encoder's device) of ``news_index`` by
+    ``news_encoder``: a :class:`~tinynewsrec.recommender.Recommender` (its ``encode_news``) or a
+    bare news encoder module.
 
     Row ``i`` holds news_index ``i``'s embedding; row 0 and rows not in ``news_index`` are
     zeros. ``lookup``: a :class:`NewsTokens` or :class:`FrozenCache` (see :func:`news_lookup`).
@@ -149,17 +144,18 @@ def encode_news(
     device = next(news_encoder.parameters()).device
     was_training = news_encoder.training
     news_encoder.eval()
+    encode = news_encoder.encode_news if isinstance(news_encoder, Recommender) else news_encoder
     parts = []
     try:
         with tqdm(total=len(mine), desc=desc, unit="news", disable=not (progress and _is_main(state))) as bar:
             for lo in range(0, len(mine), batch_size):
                 batch = lookup.batch(mine[lo : lo + batch_size])
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                parts.append(news_encoder(batch).float())
+                parts.append(encode(batch).float())
                 bar.update(len(parts[-1]))
     finally:
         news_encoder.train(was_training)
-    dim = news_encoder.dense.out_features
+    dim = news_encoder.news_dim if isinstance(news_encoder, Recommender) else news_encoder.dense.out_features
     vecs = torch.cat(parts) if parts else torch.zeros(0, dim, device=device)
     idx = _gather_rows(torch.from_numpy(mine).to(device), state).to(device)
     vecs = _gather_rows(vecs, state).to(device)
@@ -202,10 +198,7 @@ class DevImpressions:
     @classmethod
     def read(cls, path: str | os.PathLike, history_len: int | None = None) -> "DevImpressions":
         """Read data/samples/dev.parquet."""
-        path = Path(path)
-        if not path.exists():
-            raise DataError(f"{path} is missing: run the split stage first (dvc repro split)")
-        return cls.from_table(pq.read_table(path, schema=schemas.DEV_SAMPLES), history_len)
+        return cls.from_table(read_parquet(path, "split", schema=schemas.DEV_SAMPLES), history_len)
 
     def __len__(self) -> int:
         return len(self.impression_ids)
@@ -224,7 +217,7 @@ class DevImpressions:
 
 @torch.inference_mode()
 def score_impressions(
-    user_encoder,
+    model: Recommender,
     news_vecs: torch.Tensor,
     dev: DevImpressions,
     *,
@@ -232,15 +225,15 @@ def score_impressions(
     progress: bool = True,
     state=None,
 ) -> np.ndarray:
-    """Click scores <u, n_c> of every candidate of every impression: a flat float32 array
-    aligned with ``dev.candidates``. ``news_vecs`` [n_slots, D] by news_index (from
-    :func:`encode_news`); each user vector is computed once per impression from its
-    history's embeddings (padding masked; an empty history gives the user encoder's
-    cold-user vector)."""
+    """Click scores of every candidate of every impression by ``model``'s
+    :meth:`~tinynewsrec.recommender.Recommender.encode_user` and ``score``: a flat float32
+    array aligned with ``dev.candidates``. ``news_vecs`` [n_slots, D] by news_index (from
+    :func:`encode_news`); each user vector is computed once per impression from its history's
+    embeddings (padding masked; an empty history gives the model's cold-user vector)."""
     device = news_vecs.device
     mine = _my_rows(len(dev), state)
-    was_training = user_encoder.training
-    user_encoder.eval()
+    was_training = model.training
+    model.eval()
     parts = []
     h_len = np.diff(dev.history_offsets)
     c_len = np.diff(dev.offsets)
@@ -254,28 +247,50 @@ def score_impressions(
                 hist_mask &= hist > 0
                 hist_t = torch.from_numpy(hist.astype(np.int64)).to(device)
                 cand_t = torch.from_numpy(cand.astype(np.int64)).to(device)
-                users = user_encoder(news_vecs[hist_t], torch.from_numpy(hist_mask).to(device))
-                scores = click_scores(users, news_vecs[cand_t])
+                users = model.encode_user(news_vecs[hist_t], torch.from_numpy(hist_mask).to(device))
+                scores = model.score(users, news_vecs[cand_t])
                 parts.append(scores[torch.from_numpy(cand_mask).to(device)].float())
                 bar.update(len(rows))
     finally:
-        user_encoder.train(was_training)
+        model.train(was_training)
     flat = torch.cat(parts) if parts else torch.zeros(0, device=device)
     return _gather_rows(flat, state).cpu().numpy()
 
 
-def metric_row(scores: np.ndarray, dev: DevImpressions, name: str = "", progress: bool = False) -> dict:
-    """``{"auc", "mrr", "ndcg5", "ndcg10"}`` (0-1, rounded to 6 decimals) of flat ``scores``,
-    averaged over impressions with both a click and a non-click."""
-    result = evaluate_impressions(scores, dev.labels, dev.offsets, progress=progress)
+@dataclass
+class Ranking:
+    """What a row's scores give: ``ranks`` (prediction.txt's, flat, 1 = best), the averaged
+    ``metrics`` ``{"auc", "mrr", "ndcg5", "ndcg10"}`` (0-1, rounded to 6 decimals) and the
+    ``per_impression`` metric arrays (NaN for an impression without both a click and a
+    non-click), all computed FROM THE RANKS, as the MIND leaderboard scores prediction.txt."""
+
+    ranks: np.ndarray
+    metrics: dict
+    per_impression: dict
+
+
+def rank_and_score(scores: np.ndarray, dev: DevImpressions, name: str = "", progress: bool = False) -> Ranking:
+    """Rank each impression's candidates (equal scores: the earlier candidate ranks higher, see
+    :mod:`tinynewsrec.metrics`) and compute the metrics the leaderboard computes from those
+    ranks (its score is 1/rank), so metrics/eval.json and prediction.txt always agree; with tied
+    scores this differs from tie-averaged AUC (e.g. the popularity ranker's integer counts)."""
+    ranks = rank_lists(scores, dev.offsets, progress=False)
+    result = evaluate_impressions(-ranks.astype(np.float64), dev.labels, dev.offsets, per_impression=True,
+                                  progress=progress)
     row = {k: round(result[k], 6) for k in METRIC_NAMES}
     log.info("%s: AUC %.4f  MRR %.4f  nDCG@5 %.4f  nDCG@10 %.4f  (%s impressions)", name or "scores",
              row["auc"], row["mrr"], row["ndcg5"], row["ndcg10"], f"{result['impressions']:,}")
-    return row
+    return Ranking(ranks, row, result["per_impression"])
+
+
+def metric_row(scores: np.ndarray, dev: DevImpressions, name: str = "", progress: bool = False) -> dict:
+    """``{"auc", "mrr", "ndcg5", "ndcg10"}`` of flat ``scores`` as the leaderboard computes them
+    from their prediction.txt ranks (:func:`rank_and_score`)."""
+    return rank_and_score(scores, dev, name, progress).metrics
 
 
 def evaluate_model(
-    model: PLMNR,
+    model: Recommender,
     dev: DevImpressions,
     lookup,
     *,
@@ -286,30 +301,30 @@ def evaluate_model(
     progress: bool = True,
     state=None,
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Encode the dev news once and score every dev impression with ``model``.
+    """Encode the dev news once and score every dev impression with ``model`` (any
+    :class:`~tinynewsrec.recommender.Recommender`).
 
-    Returns ``(news_vecs [n_slots, D], flat scores)``; see :func:`metric_row` for metrics.
+    Returns ``(news_vecs [n_slots, D], flat scores)``; see :func:`rank_and_score` for metrics.
     """
     news = dev.news_index()
     log.info("encoding %s dev news with %s", f"{len(news):,}", name)
-    vecs = encode_news(model.news_encoder, lookup, news, n_slots=n_slots, batch_size=encode_batch,
+    vecs = encode_news(model, lookup, news, n_slots=n_slots, batch_size=encode_batch,
                        progress=progress, desc=f"encoding news ({name})", state=state)
     log.info("scoring %s dev impressions with %s", f"{len(dev):,}", name)
-    scores = score_impressions(model.user_encoder, vecs, dev, batch_size=batch_size, progress=progress, state=state)
+    scores = score_impressions(model, vecs, dev, batch_size=batch_size, progress=progress, state=state)
     return vecs, scores
 
 
-def load_recommender(folder: str | os.PathLike) -> PLMNR:
-    """A saved recommender (a PLM-NR folder: teachers, students) in eval mode, PLM frozen."""
-    folder = Path(folder)
-    config = folder / "config.json"
-    try:
-        kind = json.loads(config.read_text(encoding="utf-8")).get("model")
-    except (OSError, ValueError) as e:
-        raise DataError(f"{config}: not a readable model folder ({e}); rerun the stage that wrote {folder}") from None
-    if kind != "plmnr":
-        raise DataError(f"{config}: model {kind!r} cannot be evaluated (expected a PLM-NR recommender, 'plmnr')")
-    return PLMNR.from_pretrained(folder, trainable_layers=0).eval()
+def write_impression_metrics(path: str | os.PathLike, dev: DevImpressions, rows: dict[str, dict]) -> None:
+    """data/eval/impressions.parquet: ``impression_id`` and, per row R, ``R/auc``, ``R/mrr``,
+    ``R/ndcg5``, ``R/ndcg10`` (float64, NaN where the impression is not counted), for paired
+    comparisons between rows (the results table's bootstrap intervals)."""
+    from .io import write_parquet
+
+    columns = {"impression_id": pa.array(dev.impression_ids.astype(np.int64))}
+    for name, per in rows.items():
+        columns.update({f"{name}/{k}": pa.array(np.asarray(per[k], dtype=np.float64)) for k in METRIC_NAMES})
+    write_parquet(pa.table(columns), path)
 
 
 # --- reference rankers ---------------------------------------------------------------------
@@ -348,43 +363,27 @@ def reference_scores(mind_dir: str | os.PathLike, dev: DevImpressions, n_slots: 
     mind_dir = Path(mind_dir)
     tables = {}
     for split in ("train", "dev"):
-        path = mind_dir / split / "behaviors.parquet"
-        if not path.exists():
-            raise DataError(f"{path} is missing: run the download stage first (dvc repro download)")
-        tables[split] = pq.read_table(path, schema=schemas.BEHAVIORS)
+        tables[split] = read_parquet(mind_dir / split / "behaviors.parquet", "download", schema=schemas.BEHAVIORS)
     out = {"popularity": popularity_scores(tables["train"], tables["dev"], n_slots)[dev.candidates]}
     if (mind_dir / "dev" / "oracle.parquet").exists():
-        out["oracle"] = oracle_scores(pq.read_table(mind_dir / "dev" / "oracle.parquet"), dev)
+        out["oracle"] = oracle_scores(read_parquet(mind_dir / "dev" / "oracle.parquet", "download"), dev)
     return out
 
 
 # --- prediction.txt -----------------------------------------------------------------------
 
 
-def write_predictions(path: str | os.PathLike, dev: DevImpressions, scores: np.ndarray) -> None:
-    """The MIND leaderboard's ``prediction.txt`` of ``scores``: one line per dev impression,
-    in dev order, ``impression_id [rank,rank,...]`` (1 = highest score)."""
-    ranks = rank_lists(scores, dev.offsets, progress=False)
+def write_predictions(path: str | os.PathLike, dev: DevImpressions, scores: np.ndarray | None = None, *,
+                      ranks: np.ndarray | None = None) -> None:
+    """The MIND leaderboard's ``prediction.txt`` of ``scores`` (or of ``ranks`` already computed
+    by :func:`rank_and_score`): one line per dev impression, in dev order,
+    ``impression_id [rank,rank,...]`` (1 = highest score; equal scores: earlier candidate first)."""
+    if ranks is None:
+        ranks = rank_lists(scores, dev.offsets, progress=False)
     write_prediction_file(path, dev.impression_ids, ranks, dev.offsets)
 
 
 # --- teacher embeddings -------------------------------------------------------------------
-
-
-def checkpoint_sha256(folder: str | os.PathLike) -> str:
-    """SHA-256 of a model folder's weights: ``heads.safetensors`` and every ``plm/*.safetensors``
-    (names and bytes, in sorted order)."""
-    folder = Path(folder)
-    files = [folder / "heads.safetensors", *sorted((folder / "plm").glob("*.safetensors"))]
-    h = hashlib.sha256()
-    for f in files:
-        if not f.is_file():
-            raise DataError(f"{f} is missing: {folder} is not a complete checkpoint; rerun the stage that wrote it")
-        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
-        with open(f, "rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def export_teacher_embeddings(
@@ -426,35 +425,3 @@ def export_teacher_embeddings(
     out.update({f"{USER_ENCODER_PREFIX}{k}": v.detach().cpu().contiguous()
                 for k, v in teacher.user_encoder.state_dict().items()})
     return out
-
-
-def write_teacher_emb(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
-    """Write a teacher_{i}.safetensors atomically; ``metadata`` values are stored as strings
-    (with ``format`` and ``version`` added)."""
-    from safetensors.torch import save_file
-
-    meta = {"format": TEACHER_EMB_FORMAT, "version": TEACHER_EMB_VERSION}
-    meta.update({k: str(v) for k, v in metadata.items()})
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-
-
-def read_teacher_emb(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a file written by :func:`write_teacher_emb`: ``(tensors, metadata)``, checked."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    how = "rerun the export_teacher_emb stage (dvc repro export_teacher_emb)"
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (OSError, ValueError, RuntimeError) as e:
-        raise DataError(f"{path}: cannot read teacher embeddings ({e}); {how}") from None
-    if meta.get("format") != TEACHER_EMB_FORMAT:
-        raise DataError(f"{path}: not a {TEACHER_EMB_FORMAT} file; {how}")
-    missing = [k for k in TEACHER_EMB_KEYS if k not in tensors]
-    shapes = {tuple(tensors[k].shape) for k in TEACHER_EMB_KEYS if k in tensors}
-    if missing or len(shapes) != 1:
-        raise DataError(f"{path}: missing {missing} or tensors of different shapes {sorted(shapes)}; {how}")
-    return tensors, meta

@@ -8,6 +8,7 @@ leaves a half-written file that DVC or the next stage would trust.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -17,6 +18,8 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .errors import DataError
 
 
 def _umask() -> int:
@@ -88,3 +91,44 @@ def write_text(text: str, dest: str | os.PathLike) -> None:
     """Write ``text`` to ``dest`` atomically."""
     with atomic_path(dest) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_parquet(path: str | os.PathLike, made_by: str, schema: pa.Schema | None = None,
+                 columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet artifact the stage ``made_by`` writes; a missing, truncated or foreign file
+    is a one-line :class:`DataError` naming the file and the stage to rerun."""
+    path = Path(path)
+    how = f"run the {made_by} stage (dvc repro {made_by})"
+    if not path.exists():
+        raise DataError(f"{path} is missing: {how}")
+    try:
+        return pq.read_table(path, schema=schema, columns=columns)
+    except (OSError, pa.ArrowException, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path} is unreadable ({reason}): it is corrupt or from another version; {how} again") from None
+
+
+def sha256_files(paths: list[str | os.PathLike]) -> str:
+    """SHA-256 over the bytes of ``paths`` in order (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def checkpoint_files(folder: str | os.PathLike) -> list[Path]:
+    """The weight files of a model folder (``heads.safetensors`` and ``plm/*.safetensors``), in a
+    fixed order; a missing one is a :class:`DataError`."""
+    folder = Path(folder)
+    plm = sorted((folder / "plm").glob("*.safetensors"))
+    for f in [folder / "heads.safetensors", *(plm or [folder / "plm" / "model.safetensors"])]:
+        if not f.is_file():
+            raise DataError(f"{f} is missing: {folder} is not a complete checkpoint; rerun the stage that wrote it")
+    return [folder / "heads.safetensors", *plm]
+
+
+def checkpoint_sha256(folder: str | os.PathLike) -> str:
+    """SHA-256 of a model folder's weights (:func:`checkpoint_files`, bytes in order)."""
+    return sha256_files(checkpoint_files(folder))

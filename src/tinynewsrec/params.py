@@ -126,6 +126,15 @@ class EvalParams:
     #: efficiency: news per batch and the fixed padding length for the throughput comparison
     bench_batch: int = at_least(1, 64)
     bench_news: int = at_least(1, 512)
+    #: model folders under models/ evaluated besides the teachers (each a row named after it)
+    models: list[str] = field(default_factory=lambda: ["student"])
+
+    def validate(self) -> None:
+        for name in self.models:
+            _check(isinstance(name, str) and name.replace("_", "").replace("-", "").isalnum(), "eval.models",
+                   "a list of folder names under models/ (letters, digits, _ and -)", self.models)
+        _check(len(set(self.models)) == len(self.models) and not any(m.startswith("teacher_") for m in self.models),
+               "eval.models", "distinct folder names other than the teachers'", self.models)
 
 
 STUDENT_METHODS = ("tinynewsrec", "finetune", "tinybert", "newsbert")

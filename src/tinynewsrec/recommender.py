@@ -46,6 +46,11 @@ class Recommender(nn.Module):
     news_encoder: nn.Module
     user_encoder: nn.Module
 
+    @property
+    def news_dim(self) -> int:  # pragma: no cover - abstract
+        """Width of a news (and user) vector."""
+        raise NotImplementedError
+
     def encode_news(self, news: dict) -> torch.Tensor:
         return self.news_encoder(news)
 

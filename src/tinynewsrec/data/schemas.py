@@ -67,3 +67,13 @@ TOKENS = pa.schema(
         pa.field("body_ids", pa.list_(pa.int32()), nullable=False),
     ]
 )
+
+#: where the split stage writes the token table
+TOKENS_PATH = "data/tokens/news.parquet"
+
+
+def read_tokens(path=TOKENS_PATH) -> pa.Table:
+    """data/tokens/news.parquet (:data:`TOKENS`), or a one-line error naming the split stage."""
+    from ..io import read_parquet
+
+    return read_parquet(path, "split", schema=TOKENS)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError
+from ..recommender import Recommender
 from .cache import gather_padded, pad_ranges, ragged_parts
 from .plm import quiet_transformers, load_plm, num_frozen_layers, run_layers
 
@@ -162,8 +163,11 @@ def click_loss(scores: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(scores, torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))
 
 
-class PLMNR(nn.Module):
-    """PLM-NR: news encoder + user encoder + dot-product click scores."""
+class PLMNR(Recommender):
+    """PLM-NR: news encoder + user encoder + dot-product click scores (a :class:`Recommender`
+    of kind ``plmnr``: teachers, post-trained checkpoints and students alike)."""
+
+    kind = "plmnr"
 
     def __init__(self, plm, config: PLMNRConfig | None = None):
         super().__init__()
@@ -174,6 +178,10 @@ class PLMNR(nn.Module):
     @property
     def plm(self):
         return self.news_encoder.plm
+
+    @property
+    def news_dim(self) -> int:
+        return self.config.news_dim
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Click scores [B, C] of a unique-news batch (see the module docstring).

@@ -59,7 +59,7 @@ from ..distill.layer_map import layer_map
 from ..distill.losses import layer_param_groups, momentum_distill_grads
 from ..distill.students import NewsBERTPair, Stage1Student, Stage2Student, TinyBERTStudent, build_student
 from ..errors import DataError, ParamError
-from ..evaluate import USER_ENCODER_PREFIX, read_teacher_emb
+from ..teacher_emb import USER_ENCODER_PREFIX, read_teacher_emb
 from ..io import atomic_dir
 from ..models.cache import FrozenCache
 from ..models.plmnr import PLMNR, NewsTokens, UserEncoder, collate_train

@@ -28,7 +28,6 @@ Decisions where the design is silent:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -41,7 +40,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ..errors import DataError, ParamError
-from ..io import atomic_dir
+from ..io import atomic_dir, checkpoint_files, sha256_files
 from ..models.cache import FrozenCache
 from ..models.plmnr import PLMNR, click_loss, collate_train
 from ..params import Params
@@ -85,21 +84,6 @@ def check_teacher_id(teacher_id: int, ids: list[int]) -> None:
     """Raise :class:`ParamError` unless ``teacher_id`` is one of ``teacher.ids``."""
     if teacher_id not in ids:
         raise ParamError(f"teacher {teacher_id} is not in params.yaml teacher.ids {ids}")
-
-
-def sha256_files(paths: list[Path]) -> str:
-    """SHA-256 over the bytes of ``paths`` in order (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def checkpoint_files(folder: Path) -> list[Path]:
-    """The weight files of a PLMNR checkpoint folder (heads + PLM), in a fixed order."""
-    return [folder / "heads.safetensors", *sorted((folder / "plm").glob("*.safetensors"))]
 
 
 # --- training curve ------------------------------------------------------------------

@@ -55,6 +55,22 @@ class IndexDataset(Dataset):
         return i
 
 
+def check_finite(accelerator, loss: torch.Tensor, where: str) -> None:
+    """Stop EVERY process with the same :class:`NonFiniteLossError` when the loss is NaN or
+    infinite on ANY of them (one all-reduce of a flag per step, so no rank is left waiting in
+    the next collective and dies with a "connection closed" traceback)."""
+    bad = (~torch.isfinite(loss.detach())).any().to(torch.float32).reshape(1)
+    if accelerator.num_processes > 1:
+        flags = accelerator.gather(bad.to(accelerator.device)).cpu()
+    else:
+        flags = bad.cpu()
+    if flags.any():
+        ranks = [int(r) for r in torch.nonzero(flags).flatten()]
+        where_ranks = f" on process {', '.join(map(str, ranks))}" if accelerator.num_processes > 1 else ""
+        raise NonFiniteLossError(f"{where}, the loss became NaN or infinite{where_ranks}; "
+                                 "lower the learning rate or check the input data")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -102,11 +118,7 @@ def fit(
             if step >= steps:
                 break
             loss, parts = step_fn(model, batch)
-            if not torch.isfinite(loss).all():
-                raise NonFiniteLossError(
-                    f"{cfg.name}: the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                    "lower the learning rate or check the input data"
-                )
+            check_finite(accelerator, loss, f"{cfg.name}: at epoch {epoch + 1}, step {step + 1}")
             accelerator.backward(loss)
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
