@@ -122,7 +122,10 @@ def train(args, accelerator, out: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         return loss, {}
 
     cfg = LoopConfig(epochs=args.epochs, batch_size=args.batch, seed=SEED, name="mp")
-    result = fit(accelerator, model, optimizer, len(samples), collate, step, cfg)
+    from tinynewsrec.train.checkpoint import Checkpointer
+
+    checkpointer = Checkpointer(out / "resume", "mp")  # saved after each epoch through full_state_dict
+    result = fit(accelerator, model, optimizer, len(samples), collate, step, cfg, checkpointer=checkpointer)
     weights = {k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
     return {"history": result["history"]}, weights
 

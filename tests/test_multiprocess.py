@@ -137,6 +137,16 @@ def test_two_processes_at_batch_b_train_like_one_process_at_batch_2b(trained):
     assert (w_one[worst] - w_two[worst]).abs().max().item() <= TOLERANCE, worst
 
 
+def test_the_resume_point_saved_under_two_processes_holds_the_final_weights(trained, tmp_path_factory):
+    """The loop gathers the state on every process (full_state_dict, a collective under FSDP /
+    ZeRO-3) and the main process writes it: here under DDP, where no rank may hang in it."""
+    _, (_, w_two, _) = trained
+    root = Path(next(p for p in tmp_path_factory.getbasetemp().glob("mp_train*")))
+    resume = load_file(str(root / "two" / "resume" / "state.safetensors"))
+    saved = {k[len("model."):]: v for k, v in resume.items() if k.startswith("model.")}
+    assert saved and all(torch.equal(v, w_two[k]) for k, v in saved.items())
+
+
 def test_evaluation_on_two_processes_gives_the_same_scores_as_one(evaluated):
     (one, t_one, _), (two, t_two, ranks) = evaluated
     assert (one["num_processes"], two["num_processes"], len(ranks)) == (1, 2, 2)

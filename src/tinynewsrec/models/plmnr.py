@@ -195,19 +195,22 @@ class PLMNR(Recommender):
         """``click_loss(self(batch))``."""
         return click_loss(self(batch))
 
-    def heads_state_dict(self) -> dict[str, torch.Tensor]:
-        """Every weight except the PLM's (pooling, dense, user encoder)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("news_encoder.plm.")}
-
-    def save_pretrained(self, folder: str | os.PathLike, **extra) -> None:
+    def save_pretrained(self, folder: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None,
+                        **extra) -> None:
         """Write a checkpoint into ``folder`` (use ``io.atomic_dir`` around it): ``plm/`` in
-        Hugging Face format, ``heads.safetensors``, and ``config.json`` (PLMNRConfig + ``extra``)."""
+        Hugging Face format, ``heads.safetensors``, and ``config.json`` (PLMNRConfig + ``extra``).
+        ``state_dict``: this model's full weights when they had to be gathered from several
+        processes (FSDP / ZeRO-3: :func:`~tinynewsrec.train.loop.full_state_dict`)."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
+        state = self.state_dict() if state_dict is None else state_dict
+        prefix = "news_encoder.plm."
+        plm_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         with quiet_transformers():
-            self.plm.save_pretrained(folder / "plm")
-        save_file({k: v.contiguous() for k, v in self.heads_state_dict().items()}, str(folder / "heads.safetensors"))
+            self.plm.save_pretrained(folder / "plm", state_dict=plm_state)
+        heads = {k: v.detach().cpu().contiguous() for k, v in state.items() if not k.startswith(prefix)}
+        save_file(heads, str(folder / "heads.safetensors"))
         meta = {"model": "plmnr", "plmnr": asdict(self.config), "num_layers": len(self.plm.encoder.layer), **extra}
         (folder / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..io import atomic_dir
+
+log = logging.getLogger("tinynewsrec")
 
 
 def fingerprint(*parts: Any) -> str:
@@ -57,10 +60,20 @@ class Checkpointer:
         self.folder = Path(folder)
         self.fingerprint = config_fingerprint
 
-    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, counters: dict) -> None:
-        tensors = {f"model.{n}": p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-        opt_tensors, opt_meta = _optimizer_to_flat(optimizer.state_dict())
-        tensors.update(opt_tensors)
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, counters: dict,
+             state: dict[str, torch.Tensor] | None = None, optimizer_sharded: bool = False) -> None:
+        """Write the trainable weights, the optimizer state and ``counters``. ``state``: the
+        model's full state dict when it had to be gathered from several processes (FSDP /
+        ZeRO-3, :func:`~tinynewsrec.train.loop.full_state_dict`); else the model's own weights.
+        ``optimizer_sharded`` (FSDP / DeepSpeed): the optimizer state lives split over the
+        processes and is NOT saved; a resume then restarts Adam's moments (logged)."""
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        source = state if state is not None else dict(model.named_parameters())
+        tensors = {f"model.{n}": source[n].detach().cpu().contiguous() for n in trainable}
+        opt_meta = None
+        if not optimizer_sharded:
+            opt_tensors, opt_meta = _optimizer_to_flat(optimizer.state_dict())
+            tensors.update(opt_tensors)
         meta = {"fingerprint": self.fingerprint, "counters": counters, "optimizer": opt_meta}
         with atomic_dir(self.folder) as tmp:
             save_file(tensors, tmp / "state.safetensors")
@@ -80,7 +93,10 @@ class Checkpointer:
             for key, value in tensors.items():
                 if key.startswith("model."):
                     params[key[len("model."):]].copy_(value)
-        optimizer.load_state_dict(_optimizer_from_flat(tensors, meta["optimizer"]))
+        if meta.get("optimizer") is None:
+            log.warning("%s holds no optimizer state (saved under a sharded strategy); Adam restarts", self.folder)
+        else:
+            optimizer.load_state_dict(_optimizer_from_flat(tensors, meta["optimizer"]))
         return meta["counters"]
 
     def clear(self) -> None:

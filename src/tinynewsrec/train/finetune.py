@@ -45,7 +45,7 @@ from ..models.cache import FrozenCache
 from ..models.plmnr import PLMNR, click_loss, collate_train
 from ..params import Params
 from .checkpoint import Checkpointer, fingerprint
-from .loop import LoopConfig, fit
+from .loop import LoopConfig, fit, full_state_dict
 
 log = logging.getLogger("tinynewsrec")
 
@@ -147,8 +147,8 @@ class CurveCheckpointer(Checkpointer):
         super().__init__(folder, config_fingerprint)
         self.curve = curve
 
-    def save(self, model, optimizer, counters: dict) -> None:
-        super().save(model, optimizer, {**counters, "curve": self.curve.state()})
+    def save(self, model, optimizer, counters: dict, **kwargs) -> None:
+        super().save(model, optimizer, {**counters, "curve": self.curve.state()}, **kwargs)
 
     def load(self, model, optimizer) -> dict | None:
         counters = super().load(model, optimizer)
@@ -273,6 +273,7 @@ def save_teacher(run: TeacherRun, params: Params, paths: TeacherPaths, accelerat
     and the final train loss) and the curves in ``metrics/teacher_<i>/``, both atomically, on
     the main process; then delete the resume point."""
     accelerator.wait_for_everyone()
+    state = full_state_dict(accelerator, run.model)  # every process (a collective under FSDP / ZeRO-3)
     if accelerator.is_main_process:
         last = run.history[-1] if run.history else {}
         origin = {k: v for k, v in run.origin_meta.items() if k not in ("model", "plmnr", "num_layers")}
@@ -289,7 +290,7 @@ def save_teacher(run: TeacherRun, params: Params, paths: TeacherPaths, accelerat
             "trainable_layers": params.plm.trainable_layers,
         }
         with atomic_dir(paths.out) as tmp:
-            accelerator.unwrap_model(run.model).save_pretrained(tmp, **extra)
+            accelerator.unwrap_model(run.model).save_pretrained(tmp, state_dict=state, **extra)
         summary = {"train": {"loss": last.get("loss"), "accuracy": last.get("accuracy")},
                    "epochs": len(run.history), "steps": run.curve.step}
         run.curve.write(paths.metrics, summary)

@@ -55,6 +55,22 @@ class IndexDataset(Dataset):
         return i
 
 
+def full_state_dict(accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every weight of the (prepared) ``model``, gathered whole under FSDP or DeepSpeed ZeRO-3
+    (``accelerator.get_state_dict``). A collective: EVERY process must call it; the result is
+    complete on the main process, which is the one that writes. One process / DDP: the unwrapped
+    model's own state dict (no copy)."""
+    return accelerator.get_state_dict(model)
+
+
+def optimizer_is_sharded(accelerator) -> bool:
+    """FSDP and DeepSpeed (ZeRO 1-3) split the optimizer state between processes: the main
+    process alone cannot save it (see :class:`~tinynewsrec.train.checkpoint.Checkpointer`)."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
 def check_finite(accelerator, loss: torch.Tensor, where: str) -> None:
     """Stop EVERY process with the same :class:`NonFiniteLossError` when the loss is NaN or
     infinite on ANY of them (one all-reduce of a flag per step, so no rank is left waiting in
@@ -146,7 +162,10 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
         accelerator.wait_for_everyone()
-        if checkpointer is not None and accelerator.is_main_process:
-            checkpointer.save(accelerator.unwrap_model(model), optimizer, {"epoch": epoch + 1, "history": history})
+        if checkpointer is not None:
+            state = full_state_dict(accelerator, model)  # every process: a collective under FSDP / ZeRO-3
+            if accelerator.is_main_process:
+                checkpointer.save(accelerator.unwrap_model(model), optimizer, {"epoch": epoch + 1, "history": history},
+                                  state=state, optimizer_sharded=optimizer_is_sharded(accelerator))
         accelerator.wait_for_everyone()
     return {"history": history, "last": summary}

@@ -67,7 +67,7 @@ from ..models.plmnr import PLMNR, AttentionPooling, NewsEncoder, NewsTokens, PLM
 from ..params import Params
 from .checkpoint import Checkpointer, fingerprint
 from .common import CACHE_DIR
-from .loop import LoopConfig, fit, seed_everything
+from .loop import LoopConfig, fit, full_state_dict, seed_everything
 
 log = logging.getLogger("tinynewsrec")
 
@@ -370,9 +370,10 @@ class SnapshotStore:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _trained_weights(method: str, module: nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable weights of the dp/fp module under their PLM-NR names (fp's MLM head is dropped)."""
-    named = {n: p for n, p in module.named_parameters() if p.requires_grad}
+def _trained_weights(method: str, module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The trainable weights of the dp/fp module under their PLM-NR names (fp's MLM head is dropped),
+    taken from ``state``, its full state dict (gathered under FSDP / ZeRO-3)."""
+    named = {n: state[n] for n, p in module.named_parameters() if p.requires_grad}
     if method == "dp":  # TitleBodyMatcher.news_encoder is PLMNR.news_encoder
         return {n: p.detach().cpu().clone() for n, p in named.items()}
     return {f"news_encoder.{n}": p.detach().cpu().clone() for n, p in named.items() if n.startswith("plm.")}
@@ -506,8 +507,10 @@ def post_train(
     accelerator.wait_for_everyone()
 
     def keep(done: int) -> None:
-        if done in wanted and accelerator.is_main_process:
-            store.save(done, _trained_weights(p.method, accelerator.unwrap_model(module)))
+        if done in wanted:
+            state = full_state_dict(accelerator, module)  # every process (a collective under FSDP / ZeRO-3)
+            if accelerator.is_main_process:
+                store.save(done, _trained_weights(p.method, accelerator.unwrap_model(module), state))
 
     inner = getattr(optimizer, "optimizer", optimizer)
     hook = inner.register_step_post_hook(lambda opt, args, kwargs: keep(_optimizer_steps(opt)))
@@ -522,6 +525,7 @@ def post_train(
         log.warning("post_train ran %d steps, %d were planned; the newest checkpoint is the final model", done, total)
         steps = [min(s, done) for s in steps[:-1]] + [done]
         wanted = set(steps)
+    accelerator.wait_for_everyone()  # every process sees the main process's snapshots before asking
     if not store.has(done):
         keep(done)
     accelerator.wait_for_everyone()
