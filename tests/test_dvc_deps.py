@@ -129,3 +129,30 @@ def test_every_stage_depends_on_exactly_the_code_it_runs(name):
     assert not missing and not extra, (
         f"dvc.yaml stage {name}: add to deps {missing}; remove from deps {extra} "
         "(tests/test_dvc_deps.py says why)")
+
+
+def rewrite_dvc_yaml(text: str) -> str:
+    """dvc.yaml with each stage's code deps (``src/``, ``stages/`` lines of its ``deps:``)
+    replaced by :func:`expected_deps`, everything else (data deps, comments) kept."""
+    specs, out, stage, in_deps = stages(), [], None, False
+    for line in text.splitlines():
+        top = re.match(r"^  (\w+):\s*$", line)
+        if top:
+            stage, in_deps = top.group(1), False
+        if re.match(r"^\s+deps:\s*$", line) and stage in specs:
+            indent = " " * (len(line) - len(line.lstrip()) + 2)
+            out.append(line)
+            out.extend(f"{indent}- {dep}" for dep in sorted(expected_deps(stage, specs[stage])))
+            in_deps = True
+            continue
+        if in_deps and re.match(r"^\s+- (src|stages)/", line):
+            continue
+        if in_deps and not re.match(r"^\s+- ", line):
+            in_deps = False
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":  # python tests/test_dvc_deps.py: rewrite dvc.yaml's code deps from the sources
+    (ROOT / "dvc.yaml").write_text(rewrite_dvc_yaml((ROOT / "dvc.yaml").read_text(encoding="utf-8")), encoding="utf-8")
+    print("rewrote the code deps of every stage in dvc.yaml")
