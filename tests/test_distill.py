@@ -14,7 +14,7 @@ import torch
 
 from tinynewsrec.distill.layer_map import layer_map
 from tinynewsrec.distill.students import (
-    NewsBERTPair, Stage1Student, Stage2Student, TinyBERTStudent, attention_scores, build_student, encoder_states,
+    NewsBERTPair, Stage1Student, Stage2Student, LastLayersKDStudent, attention_scores, build_student, encoder_states,
 )
 from tinynewsrec.errors import DataError, ParamError
 from tinynewsrec.evaluate import read_teacher_emb
@@ -109,24 +109,24 @@ def test_tinynewsrec_runs_both_stages_and_the_student_is_evaluated(world, tmp_pa
     assert (folder / "data/eval/prediction_student.txt").exists()
 
 
-@pytest.mark.parametrize("method", ["finetune", "tinybert", "newsbert"])
+@pytest.mark.parametrize("method", ["no_kd", "last_layers_kd", "newsbert"])
 def test_baselines_skip_stage1_and_train_a_student(world, tmp_path, monkeypatch, method):
     folder = run_student(world, tmp_path, monkeypatch, method=method)
     assert config(folder / "models/student_stage1") == {
         "model": "unused", "method": method, "reason": f"student.method {method} has no first distillation stage"}
     student = config(folder / "models/student")
     assert student["method"] == method and student["num_layers"] == 2 and np.isfinite(student["train_loss"])
-    if method != "finetune":
+    if method != "no_kd":
         assert student["teacher"] == 1 and student["layer_map"] == [[1, 2], [2, 3]]
     summary = json.loads((folder / "metrics/student/metrics.json").read_text())["train"]
-    expected = {"finetune": {"accuracy"}, "tinybert": {"hidden_mse", "attention_mse", "soft_ce"},
+    expected = {"no_kd": {"accuracy"}, "last_layers_kd": {"hidden_mse", "attention_mse", "soft_ce"},
                 "newsbert": {"teacher_ce", "hidden_mse", "news_mse", "user_mse"}}[method]
     assert expected <= set(summary)
 
 
-def test_tinybert_teacher_reads_the_cache_when_the_matched_layers_are_above_it(world, tmp_path, monkeypatch, caplog):
+def test_last_layers_kd_teacher_reads_the_cache_when_the_matched_layers_are_above_it(world, tmp_path, monkeypatch, caplog):
     caplog.set_level("INFO", logger="tinynewsrec")
-    folder = run_student(world, tmp_path, monkeypatch, method="tinybert", distill_layers=1)
+    folder = run_student(world, tmp_path, monkeypatch, method="last_layers_kd", distill_layers=1)
     assert config(folder / "models/student")["layer_map"] == [[2, 3]]
     assert "the teacher reads the frozen-layer cache" in caplog.text
 
@@ -137,7 +137,7 @@ def test_a_one_layer_student_of_a_three_layer_teacher(world, tmp_path, monkeypat
 
 
 def test_stage2_tinynewsrec_after_a_skipped_stage1_names_the_stage_to_rerun(world, tmp_path, monkeypatch):
-    folder = run_student(world, tmp_path, monkeypatch, method="finetune")
+    folder = run_student(world, tmp_path, monkeypatch, method="no_kd")
     set_student(folder, method="tinynewsrec")
     with pytest.raises(DataError, match="distill_stage1"):
         load_stage("distill_stage2").main()
@@ -151,7 +151,7 @@ def test_too_deep_a_student_names_the_param(world, tmp_path, monkeypatch):
 
 
 def test_a_teacher_outside_teacher_ids_names_the_param(world, tmp_path, monkeypatch):
-    copy_world(world, tmp_path, monkeypatch, method="tinybert", teacher=5)
+    copy_world(world, tmp_path, monkeypatch, method="last_layers_kd", teacher=5)
     with pytest.raises(ParamError, match=r"student\.teacher must be one of teacher\.ids \[0, 1\]"):
         load_stage("distill_stage2").main()
 
@@ -285,7 +285,7 @@ def test_stage1_loss_falls(parts):
     assert last < 0.8 * first
 
 
-def test_stage2_and_finetune_losses_fall(parts):
+def test_stage2_and_no_kd_losses_fall(parts):
     gen = torch.Generator().manual_seed(0)
     table = torch.randn(2, len(parts["titles"]), SMALL.news_dim, generator=gen)
     users = [PLMNR.from_pretrained(parts["world"] / f"models/teacher_{i}").user_encoder for i in (0, 1)]
@@ -297,10 +297,10 @@ def test_stage2_and_finetune_losses_fall(parts):
     assert last < 0.8 * first
 
 
-def test_tinybert_loss_falls_and_the_teacher_stays_frozen(parts):
+def test_last_layers_kd_loss_falls_and_the_teacher_stays_frozen(parts):
     teacher = teacher_of(parts)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    module = TinyBERTStudent(student_of(parts), teacher, layer_map(3, 2, k=1, strategy="last"))
+    module = LastLayersKDStudent(student_of(parts), teacher, layer_map(3, 2, k=1, strategy="last"))
     first, last = falls(module, click_batch(parts, teacher_states=parts["cache"]))
     assert last < first  # its soft CE cannot go below the teacher's entropy, so the total falls less
     start, end = falls.parts
