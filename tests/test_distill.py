@@ -326,3 +326,68 @@ def test_build_student_keeps_the_first_layers_all_trainable_and_embeddings_froze
         torch.testing.assert_close(value, full.state_dict()[name])
     assert all(p.requires_grad for p in student.plm.encoder.parameters())
     assert not any(p.requires_grad for p in student.plm.embeddings.parameters())
+
+
+# --- the registry: a new method, NewsBERT's momentum distillation ---------------------------------
+
+
+def test_a_method_added_as_one_module_trains_through_the_stages(world, tmp_path, monkeypatch, toy_method):
+    folder = run_student(world, tmp_path, monkeypatch, method=toy_method)
+    assert config(folder / "models/student_stage1")["model"] == "unused"  # no stage 1: the registry says so
+    student = config(folder / "models/student")
+    assert student["method"] == toy_method and student["toy"] is True and student["ce_weight"] == 0.5
+    assert student["steps"] == STAGE2["max_steps_per_epoch"] and np.isfinite(student["train_loss"])
+    assert PLMNR.from_pretrained(folder / "models/student").plm.config.hidden_size == 32
+
+
+def newsbert_step(world, tmp_path, monkeypatch, **student):
+    """NewsBERT's training step built by its method module in a copy of the world."""
+    from accelerate import Accelerator
+
+    from tinynewsrec.distill.methods import MethodInputs, get_method
+    from tinynewsrec.train.distill import read_tokens
+
+    copy_world(world, tmp_path, monkeypatch, method="newsbert", **student)
+    params = load_params()
+    tokens = read_tokens(DistillPaths())
+    n_slots = int(tokens.column("news_index").to_numpy().max()) + 1
+    inputs = MethodInputs(params, Accelerator(), DistillPaths(), tokens, n_slots, 0.1)
+    return params, get_method("newsbert").build_stage2(inputs)
+
+
+def test_newsbert_momentum_reaches_every_matched_student_tensor(world, tmp_path, monkeypatch, parts):
+    from tinynewsrec.distill.losses import layer_param_groups
+
+    # uniform 3 -> 2 matches teacher layers 2 and 3, while only 1 teacher layer trains by plm.trainable_layers
+    params, step = newsbert_step(world, tmp_path, monkeypatch, layer_map="uniform")
+    assert params.plm.trainable_layers == 1 and step.info["layer_map"] == [[1, 2], [2, 3]]
+    assert step.info["teacher_trainable_layers"] == 2
+    pair = step.module
+    s_params, t_groups = layer_param_groups(pair.student.plm.encoder.layer, pair.teacher.plm.encoder.layer,
+                                            [(1, 2), (2, 3)])
+    assert len(s_params) == len(list(pair.student.plm.encoder.parameters()))  # every tensor of both layers
+
+    batch = click_batch(parts)
+    batch.update(step.collate_extra(batch))
+    loss, _ = pair(batch)
+    loss.backward()
+    before = [p.grad.clone() for p in s_params]
+    teacher = [[t.grad.clone() for t in group] for group in t_groups]
+    step.before_optimizer_step(pair)
+    beta = params.stage2.beta
+    for p, g_s, g_t in zip(s_params, before, teacher):
+        torch.testing.assert_close(p.grad, (1 - beta) * g_s + beta * g_t[0])
+        assert not torch.equal(p.grad, g_s)  # none skipped
+
+
+def test_newsbert_default_map_keeps_the_teachers_trainable_layers(world, tmp_path, monkeypatch):
+    params, step = newsbert_step(world, tmp_path, monkeypatch, distill_layers=1)
+    assert step.info["layer_map"] == [[2, 3]] and step.info["teacher_trainable_layers"] == params.plm.trainable_layers
+
+
+def test_frozen_teachers_stay_in_eval_mode_while_the_student_trains(parts):
+    module = LastLayersKDStudent(student_of(parts), teacher_of(parts), layer_map(3, 2, k=1, strategy="last")).train()
+    assert module.student.training and not any(m.training for m in module.teacher.modules())
+    users = [PLMNR.from_pretrained(parts["world"] / f"models/teacher_{i}").user_encoder for i in (0, 1)]
+    distilled = Stage2Student(student_of(parts), users, SMALL.news_dim).train()
+    assert distilled.student.user_encoder.training and not any(m.training for m in distilled.teacher_users.modules())
