@@ -365,7 +365,7 @@ def test_layer_map_rejects_bad_depths(args, match):
         layer_map(*args)
 
 
-# ---------------------------------------------------------------- TinyBERT
+# ---------------------------------------------------------------- last-k layer KD
 
 
 def test_hidden_mse_uses_the_mapped_layers_and_ignores_padding_tokens():
