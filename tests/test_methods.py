@@ -103,3 +103,12 @@ def test_a_method_added_as_one_module_is_a_valid_choice_with_its_own_checks(tmp_
 ])
 def test_newsbert_teacher_trains_down_to_its_lowest_matched_layer(depth, lowest, trainable, expected):
     assert teacher_trainable_layers(depth, lowest, trainable) == expected
+
+
+def test_dvc_yaml_gives_distill_stage2_the_teachers_every_method_needs():
+    import yaml
+
+    deps = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["distill_stage2"]["deps"])
+    needed = {"all": {"data/teacher_emb"}, "one": {"models/teacher_${student.teacher}"}, "none": set()}
+    for name in method_names():
+        assert needed[get_method(name).teachers] <= deps, name

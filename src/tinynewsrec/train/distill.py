@@ -249,7 +249,8 @@ def train_stage2(params: Params, accelerator, paths: DistillPaths = DistillPaths
             batch.update(extra(batch))
         return batch
 
-    fp = fingerprint("distill_stage2/1", s.method, asdict(s), asdict(p), params.plm.name, params.plm.trainable_layers,
+    # version 2: a NewsBERT teacher may now train more layers, so older resume points do not fit
+    fp = fingerprint("distill_stage2/2", s.method, asdict(s), asdict(p), params.plm.name, params.plm.trainable_layers,
                      ids, accelerator.num_processes, sha256_files([paths.samples, paths.tokens, *step.inputs]))
     cfg = LoopConfig(epochs=p.epochs, batch_size=p.batch_size, seed=p.seed, max_steps_per_epoch=p.max_steps_per_epoch,
                      name="student")
