@@ -3,8 +3,9 @@
 A student (the PLM's first ``student.layers`` layers, new heads) learns title-body matching
 from the M post-trained checkpoints' title and body embeddings
 (data/teacher_emb/teacher_<i>.safetensors). Writes models/student_stage1/ and its curves
-in metrics/student_stage1/. For a ``student.method`` other than tinynewsrec there is no
-first stage: the stage writes a config.json that says so and returns at once.
+in metrics/student_stage1/. For a ``student.method`` without a first stage (its module in
+tinynewsrec.distill.methods says ``stage1=False``) the stage writes a config.json that says so
+and returns at once.
 Resumes after an interrupt from .cache/checkpoints/student_stage1; runs unchanged under
 ``accelerate launch``.
 """

@@ -1,8 +1,9 @@
 """distill_stage2: the student learns news recommendation, by ``student.method``.
 
-tinynewsrec: from models/student_stage1, distilled from the M teachers' news embeddings
-(data/teacher_emb/) and their frozen user encoders (models/teacher_<i>); finetune: clicks
-only; tinybert / newsbert: one teacher (``student.teacher``) run alongside. Reads
+Each method is a module of tinynewsrec.distill.methods: tinynewsrec: from
+models/student_stage1, distilled from the M teachers' news embeddings (data/teacher_emb/) and
+their frozen user encoders; no_kd: clicks only; last_layers_kd / newsbert: one teacher
+(``student.teacher``, models/teacher_<i>) run alongside. Reads
 data/samples/train.parquet and data/tokens/news.parquet; writes models/student/ and its
 curves in metrics/student/. Resumes from .cache/checkpoints/student; runs unchanged under
 ``accelerate launch``.

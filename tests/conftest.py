@@ -51,3 +51,46 @@ def workdir(tmp_path, monkeypatch):
     """A scratch folder that stands in for the repository root while a stage runs."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+TOY_METHOD = '''"""toy_method: a method added by one module (tests): clicks only, on a tiny random BERT."""
+
+from tinynewsrec.distill.methods import StudentMethod, TrainingStep
+from tinynewsrec.errors import ParamError
+
+
+def validate(params):
+    if params.student.layers > 2:
+        raise ParamError(f"params.yaml: student.layers must be at most 2 for toy_method, got {params.student.layers}")
+
+
+def build_stage2(inputs):
+    from tinynewsrec.distill.students import Stage2Student
+    from tinynewsrec.models.plm import make_tiny_bert
+    from tinynewsrec.models.plmnr import PLMNR, PLMNRConfig
+
+    plm = make_tiny_bert(num_layers=inputs.params.student.layers, hidden=32, seed=inputs.params.stage2.seed)
+    student = PLMNR(plm, PLMNRConfig(news_dim=inputs.params.plm.news_dim))
+    return TrainingStep(Stage2Student(student, None, ce_weight=inputs.ce_weight), student, info={"toy": True})
+
+
+METHOD = StudentMethod(name="toy_method", display="Toy", ce_weight=0.5, validate=validate, build_stage2=build_stage2)
+'''
+
+
+@pytest.fixture
+def toy_method(tmp_path, monkeypatch):
+    """A student method added as one module, ``toy_method.py``, in a folder outside the package
+    (the package's ``__path__`` extended to it): nothing else is edited."""
+    import importlib
+    import sys
+
+    from tinynewsrec.distill import methods
+
+    folder = tmp_path / "more_methods"
+    folder.mkdir()
+    (folder / "toy_method.py").write_text(TOY_METHOD)
+    monkeypatch.setattr(methods, "__path__", [*methods.__path__, str(folder)])
+    importlib.invalidate_caches()
+    yield "toy_method"
+    sys.modules.pop("tinynewsrec.distill.methods.toy_method", None)

@@ -14,7 +14,7 @@ import torch
 
 from tinynewsrec.distill.layer_map import layer_map
 from tinynewsrec.distill.students import (
-    NewsBERTPair, Stage1Student, Stage2Student, TinyBERTStudent, attention_scores, build_student, encoder_states,
+    NewsBERTPair, Stage1Student, Stage2Student, LastLayersKDStudent, attention_scores, build_student, encoder_states,
 )
 from tinynewsrec.errors import DataError, ParamError
 from tinynewsrec.teacher_emb import read_teacher_emb
@@ -110,24 +110,24 @@ def test_tinynewsrec_runs_both_stages_and_the_student_is_evaluated(world, tmp_pa
     assert (folder / "data/eval/prediction_student.txt").exists()
 
 
-@pytest.mark.parametrize("method", ["finetune", "tinybert", "newsbert"])
+@pytest.mark.parametrize("method", ["no_kd", "last_layers_kd", "newsbert"])
 def test_baselines_skip_stage1_and_train_a_student(world, tmp_path, monkeypatch, method):
     folder = run_student(world, tmp_path, monkeypatch, method=method)
     assert config(folder / "models/student_stage1") == {
         "model": "unused", "method": method, "reason": f"student.method {method} has no first distillation stage"}
     student = config(folder / "models/student")
     assert student["method"] == method and student["num_layers"] == 2 and np.isfinite(student["train_loss"])
-    if method != "finetune":
+    if method != "no_kd":
         assert student["teacher"] == 1 and student["layer_map"] == [[1, 2], [2, 3]]
     summary = json.loads((folder / "metrics/student/metrics.json").read_text())["train"]
-    expected = {"finetune": {"accuracy"}, "tinybert": {"hidden_mse", "attention_mse", "soft_ce"},
+    expected = {"no_kd": {"accuracy"}, "last_layers_kd": {"hidden_mse", "attention_mse", "soft_ce"},
                 "newsbert": {"teacher_ce", "hidden_mse", "news_mse", "user_mse"}}[method]
     assert expected <= set(summary)
 
 
-def test_tinybert_teacher_reads_the_cache_when_the_matched_layers_are_above_it(world, tmp_path, monkeypatch, caplog):
+def test_last_layers_kd_teacher_reads_the_cache_when_the_matched_layers_are_above_it(world, tmp_path, monkeypatch, caplog):
     caplog.set_level("INFO", logger="tinynewsrec")
-    folder = run_student(world, tmp_path, monkeypatch, method="tinybert", distill_layers=1)
+    folder = run_student(world, tmp_path, monkeypatch, method="last_layers_kd", distill_layers=1)
     assert config(folder / "models/student")["layer_map"] == [[2, 3]]
     assert "the teacher reads the frozen-layer cache" in caplog.text
 
@@ -138,7 +138,7 @@ def test_a_one_layer_student_of_a_three_layer_teacher(world, tmp_path, monkeypat
 
 
 def test_stage2_tinynewsrec_after_a_skipped_stage1_names_the_stage_to_rerun(world, tmp_path, monkeypatch):
-    folder = run_student(world, tmp_path, monkeypatch, method="finetune")
+    folder = run_student(world, tmp_path, monkeypatch, method="no_kd")
     set_student(folder, method="tinynewsrec")
     with pytest.raises(DataError, match="distill_stage1"):
         load_stage("distill_stage2").main()
@@ -152,7 +152,7 @@ def test_too_deep_a_student_names_the_param(world, tmp_path, monkeypatch):
 
 
 def test_a_teacher_outside_teacher_ids_names_the_param(world, tmp_path, monkeypatch):
-    copy_world(world, tmp_path, monkeypatch, method="tinybert", teacher=5)
+    copy_world(world, tmp_path, monkeypatch, method="last_layers_kd", teacher=5)
     with pytest.raises(ParamError, match=r"student\.teacher must be one of teacher\.ids \[0, 1\]"):
         load_stage("distill_stage2").main()
 
@@ -286,7 +286,7 @@ def test_stage1_loss_falls(parts):
     assert last < 0.8 * first
 
 
-def test_stage2_and_finetune_losses_fall(parts):
+def test_stage2_and_no_kd_losses_fall(parts):
     gen = torch.Generator().manual_seed(0)
     table = torch.randn(2, len(parts["titles"]), SMALL.news_dim, generator=gen)
     users = [PLMNR.from_pretrained(parts["world"] / f"models/teacher_{i}").user_encoder for i in (0, 1)]
@@ -298,10 +298,10 @@ def test_stage2_and_finetune_losses_fall(parts):
     assert last < 0.8 * first
 
 
-def test_tinybert_loss_falls_and_the_teacher_stays_frozen(parts):
+def test_last_layers_kd_loss_falls_and_the_teacher_stays_frozen(parts):
     teacher = teacher_of(parts)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    module = TinyBERTStudent(student_of(parts), teacher, layer_map(3, 2, k=1, strategy="last"))
+    module = LastLayersKDStudent(student_of(parts), teacher, layer_map(3, 2, k=1, strategy="last"))
     first, last = falls(module, click_batch(parts, teacher_states=parts["cache"]))
     assert last < first  # its soft CE cannot go below the teacher's entropy, so the total falls less
     start, end = falls.parts
@@ -327,3 +327,68 @@ def test_build_student_keeps_the_first_layers_all_trainable_and_embeddings_froze
         torch.testing.assert_close(value, full.state_dict()[name])
     assert all(p.requires_grad for p in student.plm.encoder.parameters())
     assert not any(p.requires_grad for p in student.plm.embeddings.parameters())
+
+
+# --- the registry: a new method, NewsBERT's momentum distillation ---------------------------------
+
+
+def test_a_method_added_as_one_module_trains_through_the_stages(world, tmp_path, monkeypatch, toy_method):
+    folder = run_student(world, tmp_path, monkeypatch, method=toy_method)
+    assert config(folder / "models/student_stage1")["model"] == "unused"  # no stage 1: the registry says so
+    student = config(folder / "models/student")
+    assert student["method"] == toy_method and student["toy"] is True and student["ce_weight"] == 0.5
+    assert student["steps"] == STAGE2["max_steps_per_epoch"] and np.isfinite(student["train_loss"])
+    assert PLMNR.from_pretrained(folder / "models/student").plm.config.hidden_size == 32
+
+
+def newsbert_step(world, tmp_path, monkeypatch, **student):
+    """NewsBERT's training step built by its method module in a copy of the world."""
+    from accelerate import Accelerator
+
+    from tinynewsrec.distill.methods import MethodInputs, get_method
+    from tinynewsrec.train.distill import read_tokens
+
+    copy_world(world, tmp_path, monkeypatch, method="newsbert", **student)
+    params = load_params()
+    tokens = read_tokens(DistillPaths())
+    n_slots = int(tokens.column("news_index").to_numpy().max()) + 1
+    inputs = MethodInputs(params, Accelerator(), DistillPaths(), tokens, n_slots, 0.1)
+    return params, get_method("newsbert").build_stage2(inputs)
+
+
+def test_newsbert_momentum_reaches_every_matched_student_tensor(world, tmp_path, monkeypatch, parts):
+    from tinynewsrec.distill.losses import layer_param_groups
+
+    # uniform 3 -> 2 matches teacher layers 2 and 3, while only 1 teacher layer trains by plm.trainable_layers
+    params, step = newsbert_step(world, tmp_path, monkeypatch, layer_map="uniform")
+    assert params.plm.trainable_layers == 1 and step.info["layer_map"] == [[1, 2], [2, 3]]
+    assert step.info["teacher_trainable_layers"] == 2
+    pair = step.module
+    s_params, t_groups = layer_param_groups(pair.student.plm.encoder.layer, pair.teacher.plm.encoder.layer,
+                                            [(1, 2), (2, 3)])
+    assert len(s_params) == len(list(pair.student.plm.encoder.parameters()))  # every tensor of both layers
+
+    batch = click_batch(parts)
+    batch.update(step.collate_extra(batch))
+    loss, _ = pair(batch)
+    loss.backward()
+    before = [p.grad.clone() for p in s_params]
+    teacher = [[t.grad.clone() for t in group] for group in t_groups]
+    step.before_optimizer_step(pair)
+    beta = params.stage2.beta
+    for p, g_s, g_t in zip(s_params, before, teacher):
+        torch.testing.assert_close(p.grad, (1 - beta) * g_s + beta * g_t[0])
+        assert not torch.equal(p.grad, g_s)  # none skipped
+
+
+def test_newsbert_default_map_keeps_the_teachers_trainable_layers(world, tmp_path, monkeypatch):
+    params, step = newsbert_step(world, tmp_path, monkeypatch, distill_layers=1)
+    assert step.info["layer_map"] == [[2, 3]] and step.info["teacher_trainable_layers"] == params.plm.trainable_layers
+
+
+def test_frozen_teachers_stay_in_eval_mode_while_the_student_trains(parts):
+    module = LastLayersKDStudent(student_of(parts), teacher_of(parts), layer_map(3, 2, k=1, strategy="last")).train()
+    assert module.student.training and not any(m.training for m in module.teacher.modules())
+    users = [PLMNR.from_pretrained(parts["world"] / f"models/teacher_{i}").user_encoder for i in (0, 1)]
+    distilled = Stage2Student(student_of(parts), users, SMALL.news_dim).train()
+    assert distilled.student.user_encoder.training and not any(m.training for m in distilled.teacher_users.modules())

@@ -11,6 +11,7 @@ from tinynewsrec.distill.losses import (
     attention_mse,
     click_ce,
     hidden_mse,
+    last_layers_kd_loss,
     layer_param_groups,
     momentum_distill_grads,
     newsbert_loss,
@@ -18,7 +19,6 @@ from tinynewsrec.distill.losses import (
     stage1_loss,
     stage2_loss,
     teacher_weights,
-    tinybert_loss,
     weighted_embedding_mse,
     weighted_teacher_scores,
 )
@@ -365,7 +365,7 @@ def test_layer_map_rejects_bad_depths(args, match):
         layer_map(*args)
 
 
-# ---------------------------------------------------------------- TinyBERT
+# ---------------------------------------------------------------- last-k layer KD
 
 
 def test_hidden_mse_uses_the_mapped_layers_and_ignores_padding_tokens():
@@ -437,7 +437,7 @@ def test_attention_mse_without_mask_drops_large_negative_scores():
     assert torch.allclose(inferred, expected, atol=1e-5)
 
 
-def test_tinybert_loss_composes_hidden_attention_kd_and_0_1_ce():
+def test_last_layers_kd_loss_composes_hidden_attention_kd_and_0_1_ce():
     b, c, n, length, d = 2, 3, 4, 5, 8
     s_scores, t_scores = torch.randn(b, c), torch.randn(b, c)
     s_hidden = [torch.randn(n, length, d) for _ in range(3)]
@@ -446,7 +446,7 @@ def test_tinybert_loss_composes_hidden_attention_kd_and_0_1_ce():
     mask = _attention_scores(n, 2, length, (5, 3, 2, 4))[1]
     t_attn = [_attention_scores(n, 2, length, (5, 3, 2, 4))[0] for _ in range(4)]
     pairs = layer_map(4, 2)
-    total, parts = tinybert_loss(s_scores, t_scores, s_hidden, t_hidden, s_attn, t_attn, pairs, mask)
+    total, parts = last_layers_kd_loss(s_scores, t_scores, s_hidden, t_hidden, s_attn, t_attn, pairs, mask)
     expected = (
         hidden_mse(s_hidden, t_hidden, pairs, None, mask)
         + attention_mse(s_attn, t_attn, pairs, mask)

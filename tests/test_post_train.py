@@ -42,7 +42,8 @@ def tokenizer():
 def set_params(folder, plm_dir, **post_train):
     write_params(folder, data={"size": "tiny"}, plm={"name": str(plm_dir), "trainable_layers": TRAINABLE},
                  post_train={"batch_size": 32, "lr": 1e-3, "save_every": 20, **post_train},
-                 teacher={"ids": [0, 1, 2, 3]})
+                 teacher={"ids": [0, 1, 2, 3]},
+                 student={"method": "no_kd"})  # Tiny-NewsRec's stage 1 would refuse post_train fp / none
 
 
 @pytest.fixture(scope="module")

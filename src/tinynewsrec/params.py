@@ -14,10 +14,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
+from .distill.methods import get_method, method_names
 from .errors import ParamError
 
 SYNTHETIC_SIZES = ("tiny", "demo", "large")
@@ -29,8 +30,10 @@ def _check(cond: bool, key: str, what: str, value: Any) -> None:
         raise ParamError(f"params.yaml: {key} must be {what}, got {value!r}")
 
 
-def choice(*options: str, default: str) -> Any:
-    return field(default=default, metadata={"choices": options})
+def choice(*options: str, default: str, options_from: Callable[[], Any] | None = None) -> Any:
+    """A field whose value is one of ``options``, or of ``options_from()`` read when params are
+    loaded (e.g. the registered student methods)."""
+    return field(default=default, metadata={"choices": options_from or options})
 
 
 def at_least(lo: float, default: Any) -> Any:
@@ -137,29 +140,25 @@ class EvalParams:
                "eval.models", "distinct folder names other than the teachers'", self.models)
 
 
-STUDENT_METHODS = ("tinynewsrec", "finetune", "tinybert", "newsbert")
-
-
 @dataclass(frozen=True)
 class StudentParams:
-    """``student``: the small recommender distilled from the teachers (or a baseline)."""
+    """``student``: the small recommender distilled from the teachers (or a baseline).
 
-    #: tinynewsrec (two-stage multi-teacher KD) | finetune (clicks only, no KD) | tinybert | newsbert
-    method: str = choice(*STUDENT_METHODS, default="tinynewsrec")
+    Which keys a method reads and how they must fit together is the method's
+    (:mod:`tinynewsrec.distill.methods`); :func:`load_params` calls its ``validate``."""
+
+    #: a module of tinynewsrec.distill.methods: tinynewsrec (two-stage multi-teacher KD) |
+    #: no_kd (clicks only) | last_layers_kd (last-k layer KD from one teacher) | newsbert
+    method: str = choice(default="tinynewsrec", options_from=method_names)
     #: the student is the PLM's first L layers (1 .. the PLM's depth); all L train, embeddings frozen
     layers: int = at_least(1, 2)
-    #: tinybert / newsbert: the one teacher they learn from (one of teacher.ids; default 3, the
-    #: last and longest post-trained of the default four; a dvc.yaml dependency, so it must exist)
+    #: last_layers_kd / newsbert: the one teacher they learn from (one of teacher.ids; default 3,
+    #: the last and longest post-trained of the default four; a dvc.yaml dependency, so it must exist)
     teacher: int = at_least(0, 3)
-    #: tinybert / newsbert: which teacher layer each student layer matches (uniform | last)
+    #: last_layers_kd / newsbert: which teacher layer each student layer matches (uniform | last)
     layer_map: str = choice("uniform", "last", default="last")
-    #: tinybert / newsbert: how many of the student's last layers are matched
+    #: last_layers_kd / newsbert: how many of the student's last layers are matched (<= layers)
     distill_layers: int = at_least(1, 2)
-
-    def teacher_id(self, ids: list[int]) -> int:
-        """The single teacher of tinybert/newsbert, checked against ``teacher.ids``."""
-        _check(self.teacher in ids, "student.teacher", f"one of teacher.ids {ids}", self.teacher)
-        return self.teacher
 
 
 @dataclass(frozen=True)
@@ -186,7 +185,8 @@ class Stage2Params:
     lr: float = at_least(0.0, 1e-4)
     max_steps_per_epoch: int | None = None
     tau: float = at_least(1e-6, 1.0)
-    #: weight of the hard-label click CE (null = the method's own: tinynewsrec 0.2, tinybert and newsbert 0.1)
+    #: weight of the hard-label click CE (null = the method's own: tinynewsrec 0.2, last_layers_kd and
+    #: newsbert 0.1, no_kd 1)
     ce_weight: float | None = None
     #: newsbert: momentum distillation of gradients
     beta: float = at_least(0.0, 0.1)
@@ -261,7 +261,9 @@ def section_from_dict(name: str, cls: type, raw: Any) -> Any:
             value = float(value)
         _check(_type_ok(value, tp), full, _type_name(tp), value)
         if "choices" in f.metadata:
-            _check(value in f.metadata["choices"], full, "one of " + ", ".join(f.metadata["choices"]), value)
+            choices = f.metadata["choices"]
+            choices = choices() if callable(choices) else choices
+            _check(value in choices, full, "one of " + ", ".join(choices), value)
         if "min" in f.metadata:
             _check(value >= f.metadata["min"], full, f"{_type_name(tp)} >= {f.metadata['min']}", value)
         values[key] = value
@@ -284,7 +286,8 @@ class Params:
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:
-    """Read ``params.yaml`` and validate every section this version knows."""
+    """Read ``params.yaml`` and validate every section this version knows, then the params that
+    must fit together: the chosen student method's ``validate`` (a ParamError naming the keys)."""
     path = Path(path)
     if not path.exists():
         raise ParamError(f"{path}: no such params file (run stages from the repository root)")
@@ -294,4 +297,8 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
         raise ParamError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ParamError(f"{path}: must be a mapping of sections")
-    return Params(**{name: section_from_dict(name, cls, raw.get(name)) for name, cls in SECTIONS.items()})
+    params = Params(**{name: section_from_dict(name, cls, raw.get(name)) for name, cls in SECTIONS.items()})
+    method = get_method(params.student.method)
+    if method.validate is not None:
+        method.validate(params)
+    return params

@@ -1,1 +1,2 @@
-"""Distillation losses (Tiny-NewsRec stage 1 and 2, TinyBERT, NewsBERT)."""
+"""Distillation: losses (Tiny-NewsRec stages 1 and 2, last-k layer KD, NewsBERT), the student models, layer maps,
+and the registry of student methods (:mod:`.methods`)."""

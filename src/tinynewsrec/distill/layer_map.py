@@ -1,4 +1,4 @@
-"""Which teacher layer each student layer learns from (TinyBERT, NewsBERT baselines).
+"""Which teacher layer each student layer learns from (last-k layer KD, NewsBERT baselines).
 
 Layers are numbered from 1 (the first Transformer layer) to the model's depth, so a
 pair ``(j, t)`` indexes Hugging Face outputs directly: ``hidden_states[j]`` is the
@@ -15,7 +15,7 @@ Two strategies:
   not divide.
 - ``last``: the last k student layers <- the teacher's last k layers, one to one
   (12 -> 4 with k = 2 gives 3 <- 11, 4 <- 12). This is what the original Tiny-NewsRec
-  code of the TinyBERT and NewsBERT baselines does (it zips the last
+  code of its "TinyBERT" (here last_layers_kd) and NewsBERT baselines does (it zips the last
   ``trainable_layers`` hidden states of both models).
 
 With ``k`` only the last k student layers are kept (TinyBERT's "last k hidden

@@ -1,4 +1,4 @@
-"""Training and distillation losses: Tiny-NewsRec stages 1 and 2, TinyBERT, NewsBERT.
+"""Training and distillation losses: Tiny-NewsRec stages 1 and 2, last-k layer KD, NewsBERT.
 
 Small pure functions of tensors; the formula of each is in its docstring. Conventions:
 
@@ -22,7 +22,7 @@ Design decisions where the paper and DESIGN.md are silent:
   default, where both agree. With tau != 1 the KD gradient is 1/tau^2 of Hinton's.
 - Tiny-NewsRec's P_i maps a teacher embedding into the student's space,
   ``MSE(student, P_i teacher)``, as DESIGN.md and the original code have it
-  (``nn.Linear(d_teacher, d_student)``). TinyBERT's W_h maps the student's hidden
+  (``nn.Linear(d_teacher, d_student)``). Last-k layer KD's W_h maps the student's hidden
   state into the teacher's space, as in the TinyBERT paper (``nn.Linear(d_student,
   d_teacher)``); with the teacher fixed this cannot shrink to a trivial zero match.
 - Embedding MSEs skip padded history slots and tokens (the original code averaged
@@ -300,7 +300,7 @@ def stage2_loss(
     return total, parts
 
 
-# ---------------------------------------------------------------- TinyBERT baseline
+# ---------------------------------------------------------------- last-k layer KD baseline
 
 
 def hidden_mse(
@@ -316,7 +316,7 @@ def hidden_mse(
     Face returns them (index 0 = embeddings, index j = output of layer j), each
     ``[N, L, d]`` for N texts of L tokens; ``layer_map``: ``(student_layer,
     teacher_layer)`` pairs from :func:`~tinynewsrec.distill.layer_map.layer_map`;
-    ``projection``: TinyBERT's W_h, ``nn.Linear(d_s, d_t)`` (None: identity);
+    ``projection``: W_h (as TinyBERT's), ``nn.Linear(d_s, d_t)`` (None: identity);
     ``mask``: the token attention mask ``[N, L]``, padding tokens ignored.
     Each pair is a mean over texts of the per-text MSE over real tokens. Only the mapped
     layers are read (the others may be None, e.g. below a frozen-layer cache).
@@ -373,7 +373,7 @@ def attention_mse(
     return total
 
 
-def tinybert_loss(
+def last_layers_kd_loss(
     student_scores: Tensor,
     teacher_scores: Tensor,
     student_hidden: Sequence[Tensor],
@@ -387,7 +387,11 @@ def tinybert_loss(
     ce_weight: float = 0.1,
     target: Target = 0,
 ) -> tuple[Tensor, dict[str, float]]:
-    """TinyBERT baseline: layer-wise distillation from one fine-tuned PLM-NR teacher.
+    """Last-k layer KD baseline: layer-wise distillation from one fine-tuned PLM-NR teacher.
+
+    TinyBERT's intermediate-layer losses on the student's last k layers only: no embedding
+    layer loss and one step (no general distillation before the task-specific one), so it
+    is not the TinyBERT of its paper.
 
     Loss = sum over (j, t) of MSE(W_h h^S_j, h^T_t)        (hidden states)
          + sum over (j, t) of MSE(A^S_j, A^T_t)            (pre-softmax attention scores)
@@ -440,9 +444,9 @@ def newsbert_loss(
     total gives each teacher layer the gradient of the teacher loss only, each student
     layer the gradient of the student loss only, and the shared heads both (the
     original code ran two backward passes with the teacher frozen in between, to the
-    same effect on the layers). Then, before the optimiser step, the training loop
-    applies NewsBERT's momentum distillation of gradients with
-    :func:`momentum_distill_grads` (beta = 0.1).
+    same effect on the layers). Then, after gradient clipping and right before the
+    optimiser step, the training loop applies NewsBERT's momentum distillation of
+    gradients with :func:`momentum_distill_grads` (beta = 0.1).
 
     Shapes: scores ``[B, C]``; hidden states as in :func:`hidden_mse` (same hidden
     size: the student is the PLM's first layers, so no projection); news embeddings
@@ -512,13 +516,17 @@ def momentum_distill_grads(
     For each student parameter and its teacher counterpart(s) (same shape):
         g^S <- (1 - beta) g^S + beta * mean over its teacher parameters of g^T.
 
-    Works in place on ``.grad``. The training loop must call it after the backward
-    pass of :func:`newsbert_loss`'s total (so ``g^T`` is the gradient of the teacher's
-    own click loss and ``g^S`` that of the student loss) and before gradient clipping
-    and ``optimizer.step()``; with gradient accumulation, only on the step where
-    gradients are synchronised (``accelerator.sync_gradients``), after which every
+    Works in place on ``.grad``. The training loop calls it after the backward pass of
+    :func:`newsbert_loss`'s total (so ``g^T`` is the gradient of the teacher's own click
+    loss and ``g^S`` that of the student loss) and after gradient clipping, right before
+    ``optimizer.step()`` (``before_optimizer_step`` of
+    :func:`~tinynewsrec.train.loop.fit`): the clipped gradients are mixed, and the mixed
+    ones are what the optimiser applies. With gradient accumulation, only on the step
+    where gradients are synchronised (``accelerator.sync_gradients``), after which every
     process holds the same averaged gradients. A student parameter without a gradient
-    (frozen), or whose teachers have none, is left as it is. Build the two lists with
+    (frozen), or whose teachers have none (a frozen teacher layer), is left as it is: the
+    NewsBERT method therefore trains every matched teacher layer (see
+    :mod:`tinynewsrec.distill.methods.newsbert`). Build the two lists with
     :func:`layer_param_groups`.
     """
     if not 0.0 <= beta <= 1.0:

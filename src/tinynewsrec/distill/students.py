@@ -9,12 +9,14 @@ trained weight, the learned projections P_i included, in its forward pass.
   body embeddings, :func:`~tinynewsrec.distill.losses.stage1_loss`);
 - :class:`Stage2Student` - Tiny-NewsRec stage 2 (M teachers' news embeddings and frozen user
   encoders, :func:`~tinynewsrec.distill.losses.stage2_loss`), or with no teacher at all the
-  ``finetune`` baseline (click CE only);
-- :class:`TinyBERTStudent` - one frozen teacher; hidden states and pre-softmax attention
-  scores of matched layers (:func:`~tinynewsrec.distill.losses.tinybert_loss`);
+  ``no_kd`` baseline (click CE only);
+- :class:`LastLayersKDStudent` - one frozen teacher; hidden states and pre-softmax attention
+  scores of the last k matched layers (:func:`~tinynewsrec.distill.losses.last_layers_kd_loss`);
 - :class:`NewsBERTPair` - teacher and student trained together, sharing the pooling, dense
   and user heads (:func:`~tinynewsrec.distill.losses.newsbert_loss`; the training loop adds
-  the momentum distillation of gradients).
+  the momentum distillation of gradients after clipping, right before the optimiser step).
+
+Each method module of :mod:`tinynewsrec.distill.methods` builds one of these.
 
 Batches are PLM-NR's unique-news batches (:func:`~tinynewsrec.models.plmnr.collate_train`):
 the student reads ``news_tokens`` (token ids: all its layers train, only its embeddings are
@@ -32,9 +34,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import DataError
-from ..models.plm import load_plm, run_layers
+from ..models.plm import KeepFrozenInEval, load_plm, run_layers
 from ..models.plmnr import PLMNR, NewsEncoder, PLMNRConfig, UserEncoder, click_scores
-from .losses import click_ce, dot_scores, newsbert_loss, stage1_loss, stage2_loss, tinybert_loss
+from .losses import click_ce, dot_scores, last_layers_kd_loss, newsbert_loss, stage1_loss, stage2_loss
 
 
 def build_student(plm_name: str, layers: int, news_dim: int, seed: int) -> PLMNR:
@@ -144,9 +146,9 @@ class Stage1Student(nn.Module):
         return loss, {**parts, "accuracy": _accuracy(scores)}
 
 
-class Stage2Student(nn.Module):
+class Stage2Student(KeepFrozenInEval):
     """Stage 2 (``user_encoders`` given: the M teachers' frozen user encoders) or the
-    ``finetune`` baseline (``user_encoders=None``: click CE only, no teacher).
+    ``no_kd`` baseline (``user_encoders=None``: click CE only, no teacher).
 
     Batch: a unique-news batch with ``news_tokens`` and, for stage 2, ``teacher_news``
     ``[M, U, d_t]`` (teacher i's embedding of each distinct news of the batch)."""
@@ -161,11 +163,8 @@ class Stage2Student(nn.Module):
             self.projections = _projections(len(user_encoders), teacher_dim, student.config.news_dim)
         self.tau, self.ce_weight = tau, ce_weight
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.distill:
-            self.teacher_users.eval()
-        return self
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.teacher_users] if self.distill else []
 
     def forward(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
         vecs = self.student.news_encoder(batch["news_tokens"])
@@ -191,10 +190,11 @@ def _scores(model: PLMNR, vecs: Tensor, batch: dict) -> tuple[Tensor, Tensor]:
     return click_scores(users, vecs[batch["candidates"]]), users
 
 
-class TinyBERTStudent(nn.Module):
-    """TinyBERT: the student's matched layers learn the frozen teacher's hidden states and
-    pre-softmax attention scores, and its click scores the teacher's (KD CE + ``ce_weight``
-    CE). ``layer_map``: ``(student_layer, teacher_layer)`` pairs. Batch: ``news_tokens`` for
+class LastLayersKDStudent(KeepFrozenInEval):
+    """Last-k layer KD: the student's matched layers learn the frozen teacher's hidden states
+    and pre-softmax attention scores (TinyBERT's intermediate-layer losses, without its
+    embedding-layer loss and its general distillation step), and its click scores the
+    teacher's (KD CE + ``ce_weight`` CE). ``layer_map``: ``(student_layer, teacher_layer)`` pairs. Batch: ``news_tokens`` for
     the student, ``teacher_states`` (cache or tokens) for the teacher, same news, same padding."""
 
     def __init__(self, student: PLMNR, teacher: PLMNR, layer_map: Sequence[tuple[int, int]], tau: float = 1.0,
@@ -206,10 +206,8 @@ class TinyBERTStudent(nn.Module):
         self.projection = None if d_s == d_t else nn.Linear(d_s, d_t)  # TinyBERT's W_h
         self.tau, self.ce_weight = tau, ce_weight
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.teacher.eval()
-        return self
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.teacher]
 
     def forward(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
         s_layers = [j for j, _ in self.layer_map]
@@ -221,7 +219,7 @@ class TinyBERTStudent(nn.Module):
         _check_available(t_hidden, t_layers, "hidden states")
         _check_available(t_attn, [t - 1 for t in t_layers], "attention scores")
         s_scores, _ = _scores(self.student, s_vecs, batch)
-        loss, parts = tinybert_loss(s_scores, t_scores, s_hidden, t_hidden, s_attn, t_attn, self.layer_map,
+        loss, parts = last_layers_kd_loss(s_scores, t_scores, s_hidden, t_hidden, s_attn, t_attn, self.layer_map,
                                     token_mask=batch["news_tokens"]["attention_mask"], projection=self.projection,
                                     tau=self.tau, ce_weight=self.ce_weight)
         return loss, {**parts, "accuracy": _accuracy(s_scores)}
@@ -232,7 +230,8 @@ class NewsBERTPair(nn.Module):
     SHARES the teacher's attention pooling, dense layer and user encoder (the same modules).
     Batch: ``news_tokens`` (student) and ``teacher_states`` (teacher), same news and padding.
     The loop applies the momentum distillation of gradients (see
-    :func:`~tinynewsrec.distill.losses.momentum_distill_grads`) before each optimiser step."""
+    :func:`~tinynewsrec.distill.losses.momentum_distill_grads`) after gradient clipping, right
+    before each optimiser step."""
 
     def __init__(self, student: PLMNR, teacher: PLMNR, layer_map: Sequence[tuple[int, int]], tau: float = 1.0,
                  ce_weight: float = 0.1):

@@ -165,6 +165,29 @@ def num_frozen_layers(plm) -> int:
     return k
 
 
+class KeepFrozenInEval(torch.nn.Module):
+    """A module whose frozen parts stay in eval mode when it trains: no dropout where nothing
+    learns, so a frozen part is the same function in train and eval mode (and matches its
+    frozen-layer cache). Subclasses name those parts in :meth:`frozen_modules`."""
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return []
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+
+def frozen_bottom(plm, num_frozen: int) -> list[torch.nn.Module]:
+    """The PLM's frozen bottom: its embeddings and first ``num_frozen`` layers (nothing when
+    ``num_frozen`` is -1, i.e. the embeddings train; see :func:`num_frozen_layers`)."""
+    if num_frozen < 0:
+        return []
+    return [plm.embeddings, *plm.encoder.layer[:num_frozen]]
+
+
 def run_layers(plm, hidden_states: torch.Tensor, attention_mask: torch.Tensor, start: int = 0, stop: int | None = None):
     """Run encoder layers ``start:stop`` of ``plm`` on ``hidden_states`` [N, T, H].
 

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,7 +41,7 @@ from torch import nn
 from ..errors import DataError
 from ..recommender import Recommender
 from .cache import gather_padded, pad_ranges, ragged_parts
-from .plm import quiet_transformers, load_plm, num_frozen_layers, run_layers
+from .plm import KeepFrozenInEval, frozen_bottom, load_plm, num_frozen_layers, quiet_transformers, run_layers
 
 
 @dataclass
@@ -72,7 +71,7 @@ class AttentionPooling(nn.Module):
         return torch.bmm(weights.unsqueeze(1), x).squeeze(1)
 
 
-class NewsEncoder(nn.Module):
+class NewsEncoder(KeepFrozenInEval):
     """PLM over title tokens -> attention pooling of token states -> dense to news_dim.
 
     The PLM's frozen bottom (embeddings + leading layers with no trainable weight, counted
@@ -88,13 +87,8 @@ class NewsEncoder(nn.Module):
         self.dense = nn.Linear(hidden, news_dim)
         self.num_frozen_layers = num_frozen_layers(plm)  # -1: the embeddings train
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.num_frozen_layers >= 0:
-            self.plm.embeddings.eval()
-            for layer in self.plm.encoder.layer[: self.num_frozen_layers]:
-                layer.eval()
-        return self
+    def frozen_modules(self) -> list[nn.Module]:
+        return frozen_bottom(self.plm, self.num_frozen_layers)
 
     def token_states(self, news: dict) -> torch.Tensor:
         """Last-layer token states [U, T, H] of ``news_tokens`` (input_ids) or ``news_states``

@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from ..errors import DataError, ParamError
@@ -45,7 +44,8 @@ from ..models.cache import FrozenCache
 from ..models.plmnr import PLMNR, click_loss, collate_train
 from ..params import Params
 from .checkpoint import Checkpointer, fingerprint
-from .loop import LoopConfig, fit, full_state_dict
+from .common import read_samples, save_trained
+from .loop import LoopConfig, fit
 
 log = logging.getLogger("tinynewsrec")
 
@@ -203,16 +203,6 @@ def load_cache(paths: TeacherPaths, model: PLMNR) -> FrozenCache:
     return cache
 
 
-def load_samples(paths: TeacherPaths):
-    """History and candidates of data/samples/train.parquet (click at candidates[0])."""
-    if not paths.samples.exists():
-        raise DataError(f"{paths.samples} is missing: run the split stage first (dvc repro split)")
-    table = pq.read_table(paths.samples, columns=["history", "candidates"])
-    if table.num_rows == 0:
-        raise DataError(f"{paths.samples} has no training samples; check the data params and rerun split")
-    return table
-
-
 def train_teacher(
     params: Params,
     teacher_id: int,
@@ -231,7 +221,7 @@ def train_teacher(
     name = teacher_name(teacher_id)
     model, origin_meta = load_origin(paths, params.plm.trainable_layers)
     cache = load_cache(paths, model)
-    table = load_samples(paths)
+    table = read_samples(paths.samples)
     origin_sha = sha256_files(checkpoint_files(paths.origin))
 
     seed = t.seed + teacher_id
@@ -271,29 +261,11 @@ def train_teacher(
 def save_teacher(run: TeacherRun, params: Params, paths: TeacherPaths, accelerator) -> None:
     """Write ``models/teacher_<i>/`` (PLMNR checkpoint; config.json notes the origin, the steps
     and the final train loss) and the curves in ``metrics/teacher_<i>/``, both atomically, on
-    the main process; then delete the resume point."""
-    accelerator.wait_for_everyone()
-    state = full_state_dict(accelerator, run.model)  # every process (a collective under FSDP / ZeRO-3)
-    if accelerator.is_main_process:
-        last = run.history[-1] if run.history else {}
-        origin = {k: v for k, v in run.origin_meta.items() if k not in ("model", "plmnr", "num_layers")}
-        extra = {
-            "stage": "finetune_teacher",
-            "teacher_id": run.teacher_id,
-            "origin": {**origin, "path": paths.origin.as_posix(), "sha256": run.origin_sha256},
-            "epochs": len(run.history),
-            "steps": run.curve.step,
-            "seed": run.seed,
-            "train_loss": last.get("loss"),
-            "train_accuracy": last.get("accuracy"),
-            "teacher_params": asdict(params.teacher),
-            "trainable_layers": params.plm.trainable_layers,
-        }
-        with atomic_dir(paths.out) as tmp:
-            accelerator.unwrap_model(run.model).save_pretrained(tmp, state_dict=state, **extra)
-        summary = {"train": {"loss": last.get("loss"), "accuracy": last.get("accuracy")},
-                   "epochs": len(run.history), "steps": run.curve.step}
-        run.curve.write(paths.metrics, summary)
-        run.checkpointer.clear()
-        log.info("wrote %s (final train loss %.4f)", paths.out, last.get("loss", math.nan))
-    accelerator.wait_for_everyone()
+    the main process; then delete the resume point (:func:`~tinynewsrec.train.common.save_trained`)."""
+    origin = {k: v for k, v in run.origin_meta.items() if k not in ("model", "plmnr", "num_layers")}
+    save_trained(
+        accelerator.unwrap_model(run.model), paths.out, paths.metrics, run.history, run.curve, run.checkpointer,
+        accelerator, prepared=run.model, stage="finetune_teacher", teacher_id=run.teacher_id,
+        origin={**origin, "path": paths.origin.as_posix(), "sha256": run.origin_sha256}, seed=run.seed,
+        teacher_params=asdict(params.teacher), trainable_layers=params.plm.trainable_layers,
+    )

@@ -104,10 +104,14 @@ def fit(
     checkpointer: Checkpointer | None = None,
     live=None,
     on_epoch_end: Callable[[int], None] | None = None,
+    before_optimizer_step: Callable[[torch.nn.Module], None] | None = None,
 ) -> dict:
     """Train ``model`` for ``cfg.epochs`` epochs over rows ``0..n_rows-1``.
 
-    ``step_fn(model, batch)`` returns the loss and a dict of loss parts for logging.
+    ``step_fn(model, batch)`` returns the loss and a dict of loss parts for logging. A step is:
+    ``step_fn``, ``accelerator.backward(loss)``, gradient clipping (``cfg.grad_clip``),
+    ``before_optimizer_step(model)`` if given (e.g. NewsBERT's momentum distillation of
+    gradients, which edits the clipped ``.grad`` in place), ``optimizer.step()``, zeroing.
     Returns the last epoch's mean loss and parts.
     """
     start_epoch, history = 0, []
@@ -138,6 +142,8 @@ def fit(
             accelerator.backward(loss)
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if before_optimizer_step is not None:
+                before_optimizer_step(model)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             parts = {"loss": loss.item(), **parts}

@@ -62,7 +62,7 @@ from torch import nn
 from ..errors import DataError, ParamError
 from ..io import atomic_dir, atomic_path
 from ..models.cache import FrozenCache, frozen_fingerprint, ragged_parts
-from ..models.plm import load_plm, load_tokenizer, num_frozen_layers, run_layers
+from ..models.plm import KeepFrozenInEval, frozen_bottom, load_plm, load_tokenizer, num_frozen_layers, run_layers
 from ..models.plmnr import PLMNR, AttentionPooling, NewsEncoder, NewsTokens, PLMNRConfig, UserEncoder, click_loss
 from ..params import Params
 from .checkpoint import Checkpointer, fingerprint
@@ -280,7 +280,7 @@ class MaskedNewsBatches:
         return batch
 
 
-class MaskedNewsLM(nn.Module):
+class MaskedNewsLM(KeepFrozenInEval):
     """The PLM with a fresh MLM head (dense + activation + LayerNorm, decoder tied to the word
     embeddings, a bias). The frozen bottom (embeddings + frozen layers) runs without autograd
     and in eval mode; logits are computed only at the predicted positions.
@@ -301,13 +301,8 @@ class MaskedNewsLM(nn.Module):
         self.num_frozen_layers = num_frozen_layers(plm)
         self.use_token_types = getattr(config, "type_vocab_size", 1) >= 2
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.num_frozen_layers >= 0:
-            self.plm.embeddings.eval()
-            for layer in self.plm.encoder.layer[: self.num_frozen_layers]:
-                layer.eval()
-        return self
+    def frozen_modules(self) -> list[nn.Module]:
+        return frozen_bottom(self.plm, self.num_frozen_layers)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = batch["input_ids"], batch["attention_mask"]
