@@ -11,7 +11,7 @@ import sys
 from tinynewsrec.errors import ParamError
 from tinynewsrec.params import load_params
 from tinynewsrec.stage import run_stage
-from tinynewsrec.train.finetune import TeacherPaths, check_teacher_id, save_teacher, train_teacher
+from tinynewsrec.train.finetune_teacher import TeacherPaths, check_teacher_id, save_teacher, train_teacher
 
 USAGE = "usage: python stages/finetune_teacher.py <teacher id>, one of params.yaml teacher.ids"
 

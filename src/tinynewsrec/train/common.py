@@ -65,7 +65,7 @@ def save_trained(model, folder: Path, metrics_dir: Path, history: list[dict], cu
 
     ``folder``: the checkpoint (``model.save_pretrained``; config.json holds ``info`` and the
     epochs, steps, final train loss and accuracy); ``metrics_dir``: the curve (``curve``, a
-    :class:`~tinynewsrec.train.finetune.TrainingCurve`) and a summary of the last epoch, by dvclive.
+    :class:`~tinynewsrec.train.finetune_teacher.TrainingCurve`) and a summary of the last epoch, by dvclive.
     ``prepared``: the module that went through ``accelerator.prepare`` and holds ``model`` (itself,
     or a training wrapper): its full state is gathered on EVERY process first
     (:func:`~tinynewsrec.train.loop.full_state_dict`, a collective under FSDP / ZeRO-3) and

@@ -54,7 +54,7 @@ from ..params import Params
 from .checkpoint import fingerprint
 from .common import read_samples, save_trained
 from ..io import sha256_files
-from .finetune import CURVE_POINTS, CurveCheckpointer, TrainingCurve
+from .finetune_teacher import CURVE_POINTS, CurveCheckpointer, TrainingCurve
 from .loop import LoopConfig, fit
 
 log = logging.getLogger("tinynewsrec")

@@ -17,7 +17,7 @@ from tinynewsrec.errors import DataError, ParamError
 from tinynewsrec.models.cache import build_frozen_cache
 from tinynewsrec.models.plm import load_plm, load_tokenizer, make_tiny_bert
 from tinynewsrec.models.plmnr import PLMNR, PLMNRConfig
-from tinynewsrec.train import finetune
+from tinynewsrec.train import finetune_teacher as finetune
 from tinynewsrec.train.loop import NonFiniteLossError
 from conftest import load_stage, write_params
 
