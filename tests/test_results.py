@@ -61,9 +61,10 @@ def test_plan_errors_are_one_line(tmp_path):
 
 
 def test_exp_run_command_is_an_argument_list():
-    cmd = results.exp_run_command("ft", {"post_train.method": "none", "student.layers": 2, "student.teacher": None})
+    cmd = results.exp_run_command("ft", {"post_train.method": "none", "student.layers": 2, "student.teacher": None,
+                                         "plm.name": "42"})
     assert cmd[1:] == ["-m", "dvc", "exp", "run", "--temp", "-n", "ft", "-S", "post_train.method=none",
-                       "-S", "student.layers=2", "-S", "student.teacher=null"]
+                       "-S", "student.layers=2", "-S", "student.teacher=null", "-S", 'plm.name="42"']
 
 
 def show_json(baseline_params, exps):
@@ -391,3 +392,39 @@ def test_run_and_fetch_on_a_real_one_stage_dvc_repository(tmp_path):
     assert json.loads((folder / "config.json").read_text())["steps"] == 80  # from the DVC cache, at its rev
     assert fetcher.get(found["long"], "models/nothing") is None
     assert json.loads((fetcher.get(workspace, "models/student") / "config.json").read_text())["steps"] == 40
+
+
+# --- timing real (tiny) models side by side ------------------------------------------------------
+
+
+def test_build_times_every_model_row_in_one_process(tmp_path):
+    from test_evaluate import make_world
+
+    world = make_world(tmp_path, teachers=2)
+    params = yaml.safe_load((world / "params.yaml").read_text())
+    ev = {"teacher_0": {"auc": 0.6, "mrr": 0.3, "ndcg5": 0.3, "ndcg10": 0.4},
+          "teacher_1": {"auc": 0.62, "mrr": 0.3, "ndcg5": 0.3, "ndcg10": 0.4},
+          "popularity": {"auc": 0.55, "mrr": 0.3, "ndcg5": 0.3, "ndcg10": 0.4}}
+    columns = {"impression_id": pa.array(np.arange(10), pa.int64())}
+    for row, m in ev.items():
+        columns.update({f"{row}/{k}": pa.array(np.full(10, v), pa.float64()) for k, v in m.items()})
+    (world / "data/eval").mkdir(parents=True)
+    pq.write_table(pa.table(columns), world / results.IMPRESSIONS)
+    ws = {"name": "workspace", "rev": None, "commit": None, "params": params, "created": None,
+          "metrics": {"metrics/eval.json": ev}}
+    plan, reference = results.parse_plan({"experiments": [{"name": "workspace", "rows": ["teachers", "popularity"]}]})
+    table = results.build_table(plan, reference, ws, [], results.Fetcher(world, tmp_path / "scratch"),
+                                lambda folders: results.measure_efficiency(folders, world, params, impressions=8,
+                                                                           progress=False), resamples=50)
+    rows = {r["label"]: r for r in table["rows"]}
+    assert rows["teacher_1 (DP)"]["speedup"] == 1.0 and rows["teacher_0 (DP)"]["news_per_s"] > 0
+    assert rows["teacher_0 (DP)"]["layers"] == 3 and rows["teacher_0 (DP)"]["params_count"] > 0
+    assert rows["popularity"]["news_per_s"] is None
+    assert rows["teacher_0 (DP)"]["auc_diff"] == pytest.approx(-0.02)
+
+
+def test_the_command_line_names_a_missing_plan(workdir):
+    with pytest.raises(DataError, match="results.yaml is missing"):
+        results.main(["build"])
+    with pytest.raises(DataError, match="results.yaml is missing"):
+        results.main(["run"])

@@ -167,9 +167,13 @@ def apply_overrides(params: dict, overrides: dict[str, Any]) -> dict:
 
 def set_args(overrides: dict[str, Any]) -> list[str]:
     """``-S key=value`` arguments (values as YAML, which is what ``dvc exp run -S`` parses)."""
+    import yaml
+
     args = []
     for key, value in overrides.items():
-        text = value if isinstance(value, str) else json.dumps(value)
+        text = json.dumps(value)  # JSON is YAML
+        if isinstance(value, str) and yaml.safe_load(value) == value:
+            text = value  # a plain word stays plain: student.method=no_kd
         args += ["-S", f"{key}={text}"]
     return args
 
@@ -223,9 +227,10 @@ def dvc(args: list[str], root: Path, what: str) -> str:
     return done.stdout
 
 
-def exp_show(root: Path) -> list[dict]:
-    """``dvc exp show --json`` of HEAD and its experiments."""
-    return json.loads(dvc(["exp", "show", "--json"], root, "reading the experiments") or "[]")
+def exp_show(root: Path, rev: str | None = None) -> list[dict]:
+    """``dvc exp show --json`` of HEAD (or of commit ``rev``) and its experiments."""
+    args = ["exp", "show", "--json"] + (["--rev", rev] if rev else [])
+    return json.loads(dvc(args, root, "reading the experiments") or "[]")
 
 
 def git(args: list[str], root: Path) -> str:
@@ -805,10 +810,10 @@ def write_outputs(table: dict, root: Path) -> None:
 # --- the command line ---------------------------------------------------------------------------
 
 
-def build(root: Path, impressions: int | None = None, resamples: int = RESAMPLES) -> dict:
+def build(root: Path, impressions: int | None = None, resamples: int = RESAMPLES, rev: str | None = None) -> dict:
     plan, reference = read_plan(root / PLAN)
     workspace = read_workspace(root)
-    _, experiments = records_from_exp_show(exp_show(root))
+    _, experiments = records_from_exp_show(exp_show(root, rev))
     with tempfile.TemporaryDirectory(prefix="results-", dir=root / ".dvc" / "tmp" if (root / ".dvc").exists()
                                      else None) as scratch:
         fetcher = Fetcher(root, Path(scratch))
@@ -833,6 +838,9 @@ def main(argv: list[str] | None = None) -> None:
     build_p.add_argument("--impressions", type=int, default=None,
                          help="dev impressions for the user-latency timing (default: as evaluate)")
     build_p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples")
+    build_p.add_argument("--rev", default=None,
+                         help="read the experiments of this commit instead of HEAD's (e.g. HEAD~1 after committing "
+                              "the table; `run` on the new HEAD is cheap too: every stage comes from the run cache)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root = Path(".").resolve()
@@ -840,7 +848,7 @@ def main(argv: list[str] | None = None) -> None:
         plan, _ = read_plan(root / PLAN)
         run_plan(root, plan, repro=not args.no_repro)
     else:
-        table = build(root, args.impressions, args.resamples)
+        table = build(root, args.impressions, args.resamples, args.rev)
         print(to_markdown(table), end="")
 
 
