@@ -208,8 +208,9 @@ def write_experiment(base: Path, name: str, ev: dict, teachers: int, students: d
     columns = {"impression_id": pa.array(np.arange(N_IMPRESSIONS), pa.int64())}
     for row, metrics in ev.items():
         for k in results.METRICS:
-            values = np.clip(metrics[k] + rng.normal(0, 0.05, N_IMPRESSIONS), 0, 1)
+            values = rng.normal(0, 0.05, N_IMPRESSIONS)
             values[:3] = np.nan
+            values += metrics[k] - np.nanmean(values)  # eval.json's metric is the mean over impressions
             columns[f"{row}/{k}"] = pa.array(values, pa.float64())
     (folder / "data/eval").mkdir(parents=True)
     pq.write_table(pa.table(columns), folder / results.IMPRESSIONS)
@@ -295,8 +296,9 @@ def test_build_has_every_planned_row_with_params_budget_and_interval(built):
     assert (best["auc_diff"], best["auc_diff_lo"], best["auc_diff_hi"]) == (0.0, 0.0, 0.0)
     assert tnr["auc_diff_lo"] < tnr["auc_diff"] < tnr["auc_diff_hi"]
     assert tnr["commit"] == "a" * 40 and by_label["no KD-2"]["experiment_rev"] == "1" * 40
+    assert table["notes"] == []  # per-impression AUC agrees with eval.json
     [group] = table["seed_groups"]
-    assert group["label"] == "Tiny-NewsRec-2" and group["seeds"] == ["42", "43"]
+    assert group["label"] == "Tiny-NewsRec-2" and group["seeds"] == ["42", "43"] and not group["headline"]
     assert group["auc_mean"] == pytest.approx(0.6675) and group["auc_std"] == pytest.approx(np.std([0.67, 0.665], ddof=1))
 
 

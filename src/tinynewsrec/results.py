@@ -80,6 +80,8 @@ SEED_KEYS = ("teacher.seed", "post_train.seed", "stage1.seed", "stage2.seed")
 #: what a seed copy sets, by the kind of rows it is run for
 SEED_SETS = {"student": ("stage1.seed", "stage2.seed"), "teacher": ("teacher.seed",)}
 POST_TRAIN_NAMES = {"none": "FT", "fp": "FP", "dp": "DP"}
+#: what makes the rows besides params: uncommitted changes here mark the workspace's rows "+"
+CODE = ("src", "stages", "dvc.yaml", "params.yaml", "pyproject.toml")
 RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95
@@ -251,7 +253,7 @@ def read_workspace(root: Path) -> dict:
             metrics[path] = json.loads((root / path).read_text(encoding="utf-8"))
     if "metrics/eval.json" not in metrics:
         raise DataError(f"{root / 'metrics/eval.json'} is missing: run the pipeline first (dvc repro, or make results)")
-    dirty = bool(git(["status", "--porcelain", "--untracked-files=no"], root))
+    dirty = bool(git(["status", "--porcelain", "--untracked-files=no", "--", *CODE], root))
     commit = git(["rev-parse", "HEAD"], root) or None
     return {"name": "workspace", "rev": None, "commit": commit, "dirty": dirty,
             "params": yaml.safe_load(params_path.read_text(encoding="utf-8")), "metrics": metrics, "created": None}
@@ -496,10 +498,16 @@ class Fetcher:
         if not fs.exists(path):
             return None
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if fs.isdir(path):
-            fs.get(path, str(dest), recursive=True)
-        else:
-            fs.get_file(path, str(dest))
+        try:
+            if fs.isdir(path):
+                fs.get(path, str(dest), recursive=True)
+            else:
+                fs.get_file(path, str(dest))
+        except Exception as e:  # e.g. an experiment whose outputs are not in this machine's cache
+            log.warning("could not read %s of experiment %s (%s: %s); left out", path, record["name"],
+                        type(e).__name__, e)
+            shutil.rmtree(dest, ignore_errors=True) if dest.is_dir() else dest.unlink(missing_ok=True)
+            return None
         return dest
 
 
@@ -595,6 +603,8 @@ def build_table(plan: list[Planned], reference: str, workspace: dict, experiment
     ref_table = impressions(ref_record)
     if ref_table is None:
         raise DataError(f"{reference} has no {IMPRESSIONS}: rerun its evaluate stage")
+    if f"{best_teacher}/auc" not in ref_table.column_names:
+        raise DataError(f"{reference}'s {IMPRESSIONS} has no column {best_teacher}/auc: rerun its evaluate stage")
     ref_ids = ref_table.column("impression_id").to_numpy()
     ref_auc = ref_table.column(f"{best_teacher}/auc").to_numpy(zero_copy_only=False)
     notes = []
@@ -607,7 +617,12 @@ def build_table(plan: list[Planned], reference: str, workspace: dict, experiment
         elif not np.array_equal(t.column("impression_id").to_numpy(), ref_ids):
             notes.append(f"{r['id']}: evaluated on other impressions than {reference}; no interval")
         else:
-            per_row[r["id"]] = t.column(col).to_numpy(zero_copy_only=False)
+            values = t.column(col).to_numpy(zero_copy_only=False)
+            per_row[r["id"]] = values
+            metric = r["record"]["metrics"]["metrics/eval.json"][r["row"]]["auc"]
+            if not np.isnan(values).all() and abs(float(np.nanmean(values)) - metric) > 1e-6:
+                notes.append(f"{r['id']}: the mean of its per-impression AUC ({np.nanmean(values):.6f}) is not its "
+                             f"eval.json AUC ({metric:.6f}); check {IMPRESSIONS}")
     intervals = paired_bootstrap(per_row, ref_auc, resamples=resamples)
 
     # budget and model folders
@@ -664,6 +679,8 @@ def build_table(plan: list[Planned], reference: str, workspace: dict, experiment
         })
     _unique_labels(out_rows)
     groups = seed_groups(out_rows)
+    for g in groups:
+        g["headline"] = bool(ref_row) and ref_row["id"] in g["rows"]
     for row in out_rows:
         del row["seed_key"]
     return {"reference": {"experiment": reference, "row": best_teacher, "auc": ref_eval[best_teacher]["auc"],
@@ -746,7 +763,8 @@ def to_markdown(table: dict) -> str:
         lines += ["", "Over seeds (mean ± std):", "", "| row | seeds | AUC | ΔAUC vs best teacher |", "|---|---|---|---|"]
         for g in table["seed_groups"]:
             d = "" if g["auc_diff_mean"] is None else f"{_pct(g['auc_diff_mean'], True)} ± {_pct(g['auc_diff_std'])}"
-            lines.append(f"| {g['label']} | {', '.join(g['seeds'])} | {_pct(g['auc_mean'])} ± {_pct(g['auc_std'])} "
+            label = f"{g['label']} (the best teacher)" if g.get("headline") else g["label"]
+            lines.append(f"| {label} | {', '.join(g['seeds'])} | {_pct(g['auc_mean'])} ± {_pct(g['auc_std'])} "
                          f"| {d} |")
     merged = [r for r in table["rows"] if len(r["runs"]) > 1]
     extra = [f"- {r['label']}: one row for {', '.join(r['runs'])} (identical params)" for r in merged]
@@ -772,8 +790,9 @@ def plot(table: dict, dest: Path) -> None:
     ref = table["reference"]
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     ref_teachers = [r for r in table["rows"] if r["kind"] == "teacher" and r["runs"][0] == ref["experiment"]]
-    for r in ref_teachers:
-        ax.axhline(100 * r["auc"], color="0.75", lw=0.8, ls="--", zorder=0)
+    for k, r in enumerate(ref_teachers):
+        ax.axhline(100 * r["auc"], color="0.75", lw=0.8, ls="--", zorder=0,
+                   label=f"{ref['experiment']}'s teachers" if k == 0 else None)
     ax.axhline(100 * ref["auc"], color="0.35", lw=1.2, ls="--", zorder=0, label=f"best teacher ({ref['row']})")
     pop = next((r for r in table["rows"] if r["row"] == "popularity"), None)
     if pop:
@@ -789,7 +808,15 @@ def plot(table: dict, dest: Path) -> None:
             yerr = [[max(y - lo, 0)], [max(hi - y, 0)]]
         ax.errorbar(r["speedup"], y, yerr=yerr, fmt="o", ms=4, capsize=3, color=colors.get(r["kind"], "k"))
         ax.annotate(r["label"], (r["speedup"], y), textcoords="offset points", xytext=(5, 3), fontsize=6.5)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    speeds = [r["speedup"] for r in table["rows"] if r["speedup"]]
+    if speeds:
+        ticks = [t for t in (0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16) if min(speeds) / 1.3 <= t <= max(speeds) * 1.3]
+        ax.set_xticks(ticks)
     ax.set_xlabel("news encoding speed-up over the best teacher (one process, same batches)")
     ax.set_ylabel("dev AUC (%)")
     ax.set_title("Dev AUC vs speed-up (95% paired-bootstrap intervals)", fontsize=10)
