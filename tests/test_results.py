@@ -337,11 +337,18 @@ def test_build_without_metrics_names_the_pipeline(workdir):
 
 STAGE = """\
 import json, os, yaml
+import numpy as np, pyarrow as pa, pyarrow.parquet as pq
 p = yaml.safe_load(open("params.yaml"))
-os.makedirs("models/student", exist_ok=True)
-json.dump({"model": "plmnr", "steps": p["stage2"]["steps"]}, open("models/student/config.json", "w"))
+auc = {"teacher_0": 0.6, "student": p["stage2"]["steps"] / 100}
+for folder, steps in (("models/student", p["stage2"]["steps"]), ("models/teacher_0", 80)):
+    os.makedirs(folder, exist_ok=True)
+    json.dump({"model": "plmnr", "steps": steps}, open(folder + "/config.json", "w"))
 os.makedirs("metrics", exist_ok=True)
-json.dump({"student": {"auc": p["stage2"]["steps"] / 100}}, open("metrics/eval.json", "w"))
+json.dump({k: {"auc": v, "mrr": v, "ndcg5": v, "ndcg10": v} for k, v in auc.items()}, open("metrics/eval.json", "w"))
+os.makedirs("data/eval", exist_ok=True)
+columns = {"impression_id": pa.array(np.arange(20), pa.int64())}
+columns.update({f"{k}/{m}": pa.array(np.full(20, v)) for k, v in auc.items() for m in ("auc", "mrr", "ndcg5", "ndcg10")})
+pq.write_table(pa.table(columns), "data/eval/impressions.parquet")
 """
 DVC_YAML = """\
 stages:
@@ -349,14 +356,14 @@ stages:
     cmd: python train.py
     deps: [train.py]
     params: [stage2]
-    outs: [models]
+    outs: [models, data/eval]
     metrics:
       - metrics/eval.json:
           cache: false
 """
 
 
-def test_run_and_fetch_on_a_real_one_stage_dvc_repository(tmp_path):
+def test_run_fetch_and_build_on_a_real_one_stage_dvc_repository(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
     repo.mkdir()
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
@@ -371,11 +378,14 @@ def test_run_and_fetch_on_a_real_one_stage_dvc_repository(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump({"stage2": {"steps": 40, "seed": 42}}))
     (repo / "train.py").write_text(STAGE)
     (repo / "dvc.yaml").write_text(DVC_YAML)
-    (repo / ".gitignore").write_text("/models\n")
+    (repo / ".gitignore").write_text("/models\n/data\n")
     sh("git", "add", "-A")
     sh("git", "commit", "-qm", "init")
-    plan, _ = results.parse_plan({"experiments": [{"name": "workspace", "rows": ["student"]},
-                                                  {"name": "long", "set": {"stage2.steps": 80}, "rows": ["student"]}]})
+    plan = {"reference": "workspace", "experiments": [
+        {"name": "workspace", "rows": ["teachers", "student"]},
+        {"name": "long", "set": {"stage2.steps": 80}, "rows": ["student"]}]}
+    (repo / "results.yaml").write_text(yaml.safe_dump(plan))
+    plan, _ = results.parse_plan(plan)
     calls = []
 
     def runner(cmd, cwd):
@@ -394,6 +404,14 @@ def test_run_and_fetch_on_a_real_one_stage_dvc_repository(tmp_path):
     assert json.loads((folder / "config.json").read_text())["steps"] == 80  # from the DVC cache, at its rev
     assert fetcher.get(found["long"], "models/nothing") is None
     assert json.loads((fetcher.get(workspace, "models/student") / "config.json").read_text())["steps"] == 40
+
+    # build, end to end (the timing faked: there are no real models here)
+    monkeypatch.setattr(results, "measure_efficiency", lambda folders, *a, **k: fake_measure(folders))
+    table = results.build(repo, resamples=50)
+    assert [(r["id"], r["click_steps"], r["auc_diff"]) for r in table["rows"]] == [
+        ("workspace/teacher_0", 80, 0.0), ("workspace/student", 40, pytest.approx(-0.2)),
+        ("long/student", 80, pytest.approx(0.2))]
+    assert table["rows"][2]["experiment_rev"] == found["long"]["rev"] and (repo / results.OUT_PNG).exists()
 
 
 # --- timing real (tiny) models side by side ------------------------------------------------------

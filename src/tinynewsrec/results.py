@@ -840,6 +840,13 @@ def write_outputs(table: dict, root: Path) -> None:
 def build(root: Path, impressions: int | None = None, resamples: int = RESAMPLES, rev: str | None = None) -> dict:
     plan, reference = read_plan(root / PLAN)
     workspace = read_workspace(root)
+    try:
+        stale = json.loads(dvc(["status", "--json"], root, "checking the workspace") or "{}")
+    except (DataError, ValueError):
+        stale = {}
+    if stale:
+        log.warning("the workspace's outputs are not up to date with its code and params (%s): its rows may not "
+                    "be what params.yaml says; run `dvc repro` (or make results)", ", ".join(sorted(stale))[:200])
     _, experiments = records_from_exp_show(exp_show(root, rev))
     with tempfile.TemporaryDirectory(prefix="results-", dir=root / ".dvc" / "tmp" if (root / ".dvc").exists()
                                      else None) as scratch:
