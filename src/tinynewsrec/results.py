@@ -570,7 +570,8 @@ def _display_name(method: str) -> str:
 
 def build_table(plan: list[Planned], reference: str, workspace: dict, experiments: list[dict],
                 fetcher: Fetcher, measure: Callable[[dict[str, Path]], dict[str, dict]],
-                display: Callable[[str], str] = _display_name, resamples: int = RESAMPLES) -> dict:
+                display: Callable[[str], str] = _display_name, resamples: int = RESAMPLES,
+                progress: bool = True) -> dict:
     """Everything the table shows: ``{rows, seed_groups, reference, missing, left_out, notes}``."""
     import pyarrow.parquet as pq
 
@@ -626,9 +627,12 @@ def build_table(plan: list[Planned], reference: str, workspace: dict, experiment
     intervals = paired_bootstrap(per_row, ref_auc, resamples=resamples)
 
     # budget and model folders
+    from tqdm.auto import tqdm
+
     folders = {}
     post_steps: dict[int, list] = {}
-    for r in rows:
+    log.info("reading the model folders of %d rows from %d experiments", len(rows), len({id(r["record"]) for r in rows}))
+    for r in tqdm(rows, desc="fetching model folders", unit="row", disable=not progress):
         rec = r["record"]
         r["budget"] = {"post_train_steps": None, "stage1_steps": None, "click_steps": None}
         if r["kind"] == "reference":
