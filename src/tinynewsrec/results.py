@@ -39,6 +39,10 @@ Decisions (docs/results.md says more):
   where both are defined; the interval is the 2.5 and 97.5 percentiles of that difference over
   :data:`RESAMPLES` bootstrap resamples of the dev impressions (the same resamples for every row,
   seed :data:`BOOTSTRAP_SEED`). Rows evaluated on other impressions get no interval.
+- **Which experiments**: those of HEAD (``dvc exp show --json``); ``build --rev REV`` reads another
+  commit's (after committing the table, HEAD~1's). ``build`` warns when ``dvc status`` says the
+  workspace's outputs are stale; each workspace row's ``commit`` ends in ``+`` when code or params
+  had uncommitted changes.
 - **Seeds**: rows whose params differ only in ``teacher.seed``, ``post_train.seed``,
   ``stage1.seed`` or ``stage2.seed`` form a seed group; groups of two or more rows get
   mean ± sample std (ddof 1) of AUC and of the AUC difference.
