@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup repro test bench results clean
+.PHONY: setup repro test bench results results-table clean
 
 setup: $(STAMP)
 
@@ -32,9 +32,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
-# the results table (metrics/results.{md,json}) from the workspace and every `dvc exp run` of this commit
+# the results table: run every experiment of results.yaml that is missing on this commit (dvc repro,
+# then one `dvc exp run --temp` each; about 2 h on a 2-core CPU from scratch, docs/results.md), then
+# write metrics/results.{md,json,png}. results-table only writes the table from what has been run.
 results: $(STAMP)
-	$(BIN)/python -m tinynewsrec.results
+	$(BIN)/python -m tinynewsrec.results run
+	$(BIN)/python -m tinynewsrec.results build
+
+results-table: $(STAMP)
+	$(BIN)/python -m tinynewsrec.results build
 
 clean:
 	rm -rf $(VENV)

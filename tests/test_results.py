@@ -1,9 +1,18 @@
-"""The results table: rows from the workspace and DVC experiments (dvc exp show --json)."""
+"""The results table: the plan, the run command, row identity, the paired bootstrap, and build's
+md/json/png on fake experiments (plus one real `dvc exp run` on a one-stage repository)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -11,119 +20,431 @@ from tinynewsrec import results
 from tinynewsrec.errors import DataError
 from conftest import ROOT
 
-
-def metrics(auc):
-    return {"auc": auc, "mrr": auc / 2, "ndcg5": auc / 2, "ndcg10": auc / 2 + 0.1}
-
-
-def cost(speed, params=22_000_000, layers=6):
-    return {"params": params, "news_per_s": speed, "layers": layers, "size_mb": 1.0, "user_latency_ms": 0.1}
-
-
 BASE_PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+N_IMPRESSIONS = 60
 
 
-def record(name, method, layers, auc, speed, teacher_speed=500.0, created=None, **changes):
+# --- the plan and the run command ---------------------------------------------------------------
+
+
+def test_committed_plan_parses_and_lists_the_issue_rows():
+    plan, reference = results.read_plan(ROOT / "results.yaml")
+    names = {p.name for p in plan}
+    assert reference == "workspace"
+    assert {"workspace", "teachers-ft", "teachers-fp", "tinynewsrec-1", "tinynewsrec-4", "no_kd-1", "no_kd-2",
+            "no_kd-4", "last_layers_kd-2", "newsbert-2"} <= names
+    assert {"tinynewsrec-2-seed43", "tinynewsrec-2-seed44", "no_kd-2-seed43", "teachers-dp-seed44"} <= names
+    for p in plan:  # every override is a key of params.yaml
+        results.apply_overrides(BASE_PARAMS, {k: v for k, v in p.overrides.items() if k != "student.method"})
+
+
+def test_seed_copies_set_the_seeds_of_their_rows():
+    plan, _ = results.parse_plan({"experiments": [
+        {"name": "workspace", "rows": ["teachers", "student"]},
+        {"name": "s2", "set": {"student.layers": 2}, "rows": ["student"], "seeds": [43]},
+        {"name": "t", "set": {"student.method": "no_kd"}, "rows": [], "seeds": [7], "seed_rows": ["teachers"]},
+    ]})
+    by_name = {p.name: p for p in plan}
+    assert by_name["s2-seed43"].overrides == {"student.layers": 2, "stage1.seed": 43, "stage2.seed": 43}
+    assert by_name["s2-seed43"].rows == ["student"]
+    assert by_name["t-seed7"].overrides == {"student.method": "no_kd", "teacher.seed": 7}
+    assert by_name["t"].rows == [] and by_name["t-seed7"].rows == ["teachers"]
+
+
+def test_plan_errors_are_one_line(tmp_path):
+    with pytest.raises(DataError, match="results.yaml is missing"):
+        results.read_plan(tmp_path / "results.yaml")
+    with pytest.raises(DataError, match="not a key of params.yaml"):
+        results.apply_overrides(BASE_PARAMS, {"student.layerz": 2})
+    with pytest.raises(DataError, match="unique"):
+        results.parse_plan({"experiments": [{"name": "a"}, {"name": "a"}]})
+
+
+def test_exp_run_command_is_an_argument_list():
+    cmd = results.exp_run_command("ft", {"post_train.method": "none", "student.layers": 2, "student.teacher": None,
+                                         "plm.name": "42"})
+    assert cmd[1:] == ["-m", "dvc", "exp", "run", "--temp", "-n", "ft", "-S", "post_train.method=none",
+                       "-S", "student.layers=2", "-S", "student.teacher=null", "-S", 'plm.name="42"']
+
+
+def show_json(baseline_params, exps):
+    """A `dvc exp show --json` of HEAD with experiments ``[(name, params, eval)]``."""
+    def data(rev, params, ev, ts):
+        return {"rev": rev, "timestamp": ts, "params": {"params.yaml": {"data": params}},
+                "metrics": {"metrics/eval.json": {"data": ev}}}
+
+    return [
+        {"rev": "workspace", "name": None, "data": data("workspace", baseline_params, {}, None), "experiments": None},
+        {"rev": "c" * 40, "name": "main", "data": data("c" * 40, baseline_params, {}, "2026-11-23T09:00:00"),
+         "experiments": [{"revs": [{"rev": f"{k:040d}", "name": name, "data": data(f"{k:040d}", params, ev,
+                                                                                 f"2026-11-23T10:0{k}:00")}],
+                          "executor": None, "name": name} for k, (name, params, ev) in enumerate(exps)]},
+    ]
+
+
+def test_run_skips_present_experiments_and_runs_the_rest(workdir):
+    (workdir / "params.yaml").write_text(yaml.safe_dump(BASE_PARAMS))
+    plan, _ = results.parse_plan({"experiments": [
+        {"name": "workspace", "rows": ["teachers"]},
+        {"name": "same", "set": {}, "rows": ["student"]},                      # = the workspace
+        {"name": "done", "set": {"student.layers": 1}, "rows": ["student"]},
+        {"name": "todo", "set": {"student.layers": 4}, "rows": ["student"]},
+        {"name": "norows", "set": {"student.layers": 3}, "rows": []},
+        {"name": "stale", "set": {"student.layers": 6}, "rows": ["student"]},
+    ]})
+    done = results.apply_overrides(BASE_PARAMS, {"student.layers": 1})
+    stale = results.apply_overrides(BASE_PARAMS, {"student.layers": 5})  # an older run of the name
+    show = show_json(BASE_PARAMS, [("done", done, {"student": {}}), ("stale", stale, {"student": {}})])
+    calls = []
+    failed = results.run_plan(workdir, plan, runner=lambda cmd, cwd: calls.append(cmd) or 0, show=lambda root: show)
+    assert failed == []
+    assert calls[0][1:] == ["-m", "dvc", "repro"]
+    assert [c[c.index("-n") + 1] for c in calls[1:]] == ["todo", "stale-2"]  # never replaces an experiment
+    assert calls[1][-2:] == ["-S", "student.layers=4"]
+
+
+def test_a_failed_experiment_is_reported_and_the_rest_still_run(workdir, caplog):
+    (workdir / "params.yaml").write_text(yaml.safe_dump(BASE_PARAMS))
+    plan, _ = results.parse_plan({"experiments": [
+        {"name": "workspace", "rows": ["student"]},
+        {"name": "a", "set": {"student.layers": 1}, "rows": ["student"]},
+        {"name": "b", "set": {"student.layers": 4}, "rows": ["student"]}]})
+    calls = []
+
+    def runner(cmd, cwd):
+        calls.append(cmd)
+        return 1 if "a" in cmd else 0
+
+    with caplog.at_level("INFO", logger="tinynewsrec"):
+        failed = results.run_plan(workdir, plan, runner=runner, show=lambda root: show_json(BASE_PARAMS, []),
+                                  repro=False)
+    assert failed == ["a"] and len(calls) == 2
+    assert "a FAILED (exit 1)" in caplog.text and "b done in" in caplog.text
+
+
+# --- row identity ---------------------------------------------------------------------------------
+
+
+def record(name, params, ev, rev=None):
+    return {"name": name, "rev": rev, "commit": "c" * 40, "params": params, "created": None,
+            "metrics": {"metrics/eval.json": ev}}
+
+
+def test_rows_that_differ_in_one_param_are_two_rows_identical_params_one_row():
+    ws = record("workspace", BASE_PARAMS, {"teacher_0": {"auc": 0.6}, "student": {"auc": 0.7}})
+    lr = results.apply_overrides(BASE_PARAMS, {"stage2.lr": 0.001})
+    exps = [record("lr", lr, {"teacher_0": {"auc": 0.6}, "student": {"auc": 0.71}}, rev="1" * 40)]
+    plan, _ = results.parse_plan({"experiments": [
+        {"name": "workspace", "rows": ["teachers", "student"]},
+        {"name": "tnr-2", "set": {}, "rows": ["student"]},
+        {"name": "lr", "set": {"stage2.lr": 0.001}, "rows": ["teachers", "student"]}]})
+    found, missing = results.match_plan(plan, ws, exps)
+    assert missing == [] and found["tnr-2"] is ws
+    rows = results.collect_rows(plan, found)
+    assert [(r["id"], r["runs"]) for r in rows] == [
+        ("workspace/teacher_0", ["workspace", "lr"]),  # the teachers do not read stage2: the same row
+        ("workspace/student", ["workspace", "tnr-2"]),  # identical params: one row
+        ("lr/student", ["lr"]),                          # one param differs: another row
+    ]
+
+
+def test_seed_copies_form_a_group_but_stay_rows():
+    s43 = results.apply_overrides(BASE_PARAMS, {"stage1.seed": 43, "stage2.seed": 43})
+    ws = record("workspace", BASE_PARAMS, {"student": {"auc": 0.7}})
+    exp = record("s43", s43, {"student": {"auc": 0.72}}, rev="1" * 40)
+    plan, _ = results.parse_plan({"experiments": [{"name": "workspace", "rows": ["student"]},
+                                                  {"name": "s", "set": {}, "rows": ["student"], "seeds": [43]}]})
+    found, _ = results.match_plan(plan, ws, [exp])
+    rows = results.collect_rows(plan, found)
+    assert len(rows) == 2 and rows[0]["seed_key"] == rows[1]["seed_key"]
+
+
+# --- the paired bootstrap -----------------------------------------------------------------------
+
+
+def test_bootstrap_of_identical_rows_is_zero():
+    rng = np.random.default_rng(1)
+    ref = rng.uniform(0.3, 0.9, 500)
+    out = results.paired_bootstrap({"same": ref.copy()}, ref, resamples=200)
+    assert out["same"] == {"diff": 0.0, "lo": 0.0, "hi": 0.0}
+
+
+def test_bootstrap_of_a_constant_shift_is_that_shift_and_skips_nan_pairs():
+    rng = np.random.default_rng(2)
+    ref = rng.uniform(0.3, 0.9, 500)
+    ref[::7] = np.nan  # impressions without a click or a non-click
+    shifted = ref + 0.03
+    shifted[3] = np.nan
+    out = results.paired_bootstrap({"up": shifted}, ref, resamples=200)["up"]
+    assert out["diff"] == pytest.approx(0.03) and out["lo"] == pytest.approx(0.03) and out["hi"] == pytest.approx(0.03)
+
+
+def test_bootstrap_interval_is_the_same_resamples_for_every_row():
+    rng = np.random.default_rng(3)
+    ref = rng.uniform(0.3, 0.9, 400)
+    noisy = ref + rng.normal(0.01, 0.05, 400)
+    a = results.paired_bootstrap({"x": noisy, "y": noisy.copy()}, ref, resamples=300)
+    b = results.paired_bootstrap({"x": noisy}, ref, resamples=300)
+    assert a["x"] == a["y"] == b["x"]
+    assert a["x"]["lo"] < a["x"]["diff"] < a["x"]["hi"]
+    assert a["x"]["hi"] - a["x"]["lo"] == pytest.approx(2 * 1.96 * 0.05 / np.sqrt(400), rel=0.25)
+
+
+# --- build on fake experiments ------------------------------------------------------------------
+
+
+class FolderFetcher(results.Fetcher):
+    """Each record's files under ``base/<record name>/`` instead of DVC's cache."""
+
+    def get(self, record, path):
+        local = self.root / record["name"] / path
+        return local if local.exists() else None
+
+
+def write_experiment(base: Path, name: str, ev: dict, teachers: int, students: dict[str, dict], seed=0):
+    """metrics, impressions.parquet and model config.json files of one fake experiment."""
+    folder = base / name
+    rng = np.random.default_rng(seed)
+    columns = {"impression_id": pa.array(np.arange(N_IMPRESSIONS), pa.int64())}
+    for row, metrics in ev.items():
+        for k in results.METRICS:
+            values = rng.normal(0, 0.05, N_IMPRESSIONS)
+            values[:3] = np.nan
+            values += metrics[k] - np.nanmean(values)  # eval.json's metric is the mean over impressions
+            columns[f"{row}/{k}"] = pa.array(values, pa.float64())
+    (folder / "data/eval").mkdir(parents=True)
+    pq.write_table(pa.table(columns), folder / results.IMPRESSIONS)
+    for i in range(teachers):
+        (folder / f"models/teacher_{i}").mkdir(parents=True)
+        (folder / f"models/teacher_{i}/config.json").write_text(json.dumps({"model": "plmnr", "steps": 80}))
+    for row, config in students.items():
+        (folder / f"models/{row}").mkdir(parents=True)
+        (folder / f"models/{row}/config.json").write_text(json.dumps({"model": "plmnr", **config}))
+    stage1 = 149 if students.get("student", {}).get("method") == "tinynewsrec" else 0
+    (folder / "models/student_stage1").mkdir(parents=True)
+    (folder / "models/student_stage1/config.json").write_text(
+        json.dumps({"model": "plmnr", "steps": stage1} if stage1 else {"model": "unused", "steps": 0}))
+
+
+def fake_world(base: Path):
+    ev = {"teacher_0": {"auc": 0.65, "mrr": 0.33, "ndcg5": 0.38, "ndcg10": 0.46},
+          "teacher_1": {"auc": 0.66, "mrr": 0.34, "ndcg5": 0.39, "ndcg10": 0.47},
+          "popularity": {"auc": 0.55, "mrr": 0.27, "ndcg5": 0.30, "ndcg10": 0.39},
+          "student": {"auc": 0.67, "mrr": 0.35, "ndcg5": 0.40, "ndcg10": 0.49}}
+    post = {"checkpoint_steps": [129, 149], "steps": 149}
     params = json.loads(json.dumps(BASE_PARAMS))
-    params["student"].update(method=method, layers=layers)
-    for key, value in changes.items():
-        section, field = key.split("__")
-        params[section][field] = value
-    return {
-        "name": name,
-        "params": params,
-        "eval": {"teacher_0": metrics(0.66), "teacher_1": metrics(0.65), "popularity": metrics(0.55),
-                 "student": metrics(auc)},
-        "efficiency": {"teacher_0": cost(teacher_speed), "teacher_1": cost(teacher_speed),
-                       "student": cost(speed, params=4_000_000, layers=layers)},
-        "created": created,
-    }
+    params["teacher"]["ids"] = [0, 1]
+    ws = {"name": "workspace", "rev": None, "commit": "a" * 40, "dirty": False, "params": params, "created": None,
+          "metrics": {"metrics/eval.json": ev, "metrics/post_train.json": post}}
+    write_experiment(base, "workspace", ev, 2, {"student": {"method": "tinynewsrec", "steps": 80}})
+    exps = []
+    specs = [("no_kd-2", {"student.method": "no_kd"}, 0.655, {}),
+             ("tnr-2-seed43", {"stage1.seed": 43, "stage2.seed": 43}, 0.665, {}),
+             ("teachers-ft", {"post_train.method": "none", "student.method": "no_kd"}, 0.64, {"teachers": True}),
+             ("adhoc", {"student.layers": 3}, 0.5, {})]
+    for k, (name, overrides, auc, opts) in enumerate(specs, 1):
+        e = json.loads(json.dumps(ev))
+        e["student"]["auc"] = auc
+        if opts.get("teachers"):
+            e["teacher_0"]["auc"], e["teacher_1"]["auc"] = 0.64, 0.645
+        method = overrides.get("student.method", "tinynewsrec")
+        write_experiment(base, name, e, 2, {"student": {"method": method, "steps": 80}}, seed=k)
+        exps.append({"name": name, "rev": f"{k}" * 40, "commit": "a" * 40, "params": results.apply_overrides(
+            params, overrides), "created": f"2026-11-23T10:0{k}:00",
+            "metrics": {"metrics/eval.json": e, "metrics/post_train.json": post}})
+    plan, reference = results.parse_plan({"experiments": [
+        {"name": "workspace", "rows": ["teachers", "popularity", "student"]},
+        {"name": "teachers-ft", "set": {"post_train.method": "none", "student.method": "no_kd"}, "rows": ["teachers"]},
+        {"name": "tnr-2", "set": {}, "rows": ["student"], "seeds": [43, 44]},
+        {"name": "no_kd-2", "set": {"student.method": "no_kd"}, "rows": ["student"]}]})
+    return plan, reference, ws, exps
 
 
-def test_rows_have_teachers_popularity_and_one_row_per_student_method_and_size():
-    workspace = record("workspace", "tinynewsrec", 2, 0.67, 1400.0)
-    exps = [
-        record("ft2", "finetune", 2, 0.64, 1450.0, teacher_speed=400.0, created="2026-11-23T10:00:00"),
-        record("tnr1", "tinynewsrec", 1, 0.65, 2600.0, created="2026-11-23T10:05:00"),
-        record("tnr2-old", "tinynewsrec", 2, 0.60, 1400.0, created="2026-11-23T09:00:00"),  # the workspace wins
-    ]
-    rows = results.build_rows(workspace, exps)
-    assert [r["model"] for r in rows] == ["teacher_0", "teacher_1", "popularity", "Tiny-NewsRec-2", "Tiny-NewsRec-1",
-                                          "PLM-NR (fine-tuned)-2"]
-    assert all(set(results.COLUMNS) <= set(r) for r in rows)
-    by_model = {r["model"]: r for r in rows}
-    assert by_model["Tiny-NewsRec-2"]["auc"] == 0.67 and by_model["Tiny-NewsRec-2"]["source"] == "workspace"
-    # speed-up against the teachers measured in the SAME evaluate run (400 news/s in ft2's)
-    assert by_model["PLM-NR (fine-tuned)-2"]["speedup"] == pytest.approx(1450 / 400, abs=0.01)
-    assert by_model["Tiny-NewsRec-1"]["speedup"] == pytest.approx(2600 / 500, abs=0.01)
-    assert by_model["teacher_0"]["speedup"] == 1.0 and by_model["teacher_0"]["layers"] == 6
-    assert by_model["popularity"]["params"] is None and by_model["popularity"]["speedup"] is None
+def fake_measure(folders):
+    speed = {"teacher": 500.0}
+    return {name: {"params": 22_800_000 if "teacher" in name else 15_700_000, "news_encoder_params": 1, "size_mb": 1,
+                   "news_per_s": speed.get("teacher") if "teacher" in name else 1450.0, "user_latency_ms": 0.1,
+                   "layers": 6 if "teacher" in name else 2} for name in folders}
 
 
-def test_the_newest_run_of_a_student_wins_and_other_teachers_are_left_out():
-    workspace = record("workspace", "tinynewsrec", 2, 0.67, 1400.0)
-    exps = [
-        record("tb-new", "tinybert", 2, 0.63, 1400.0, created="2026-11-23T12:00:00"),
-        record("tb-old", "tinybert", 2, 0.61, 1400.0, created="2026-11-23T11:00:00"),
-        record("other-teachers", "newsbert", 2, 0.70, 1400.0, teacher__epochs=9),
-        record("other-eval", "newsbert", 4, 0.62, 900.0, eval__bench_batch=8),  # eval params may differ
-    ]
-    rows = {r["model"]: r for r in results.build_rows(workspace, exps)}
-    assert rows["TinyBERT-2"]["source"] == "tb-new" and rows["TinyBERT-2"]["auc"] == 0.63
-    assert "NewsBERT-2" not in rows  # its teachers were trained differently: not comparable
-    assert rows["NewsBERT-4"]["source"] == "other-eval"
+@pytest.fixture
+def built(tmp_path):
+    plan, reference, ws, exps = fake_world(tmp_path)
+    measured = []
+    table = results.build_table(plan, reference, ws, exps, FolderFetcher(tmp_path, tmp_path / "scratch"),
+                                lambda folders: measured.append(sorted(folders)) or fake_measure(folders),
+                                display=lambda m: {"tinynewsrec": "Tiny-NewsRec", "no_kd": "no KD"}[m], resamples=200)
+    return table, measured, tmp_path
 
 
-def test_records_from_dvc_exp_show_json():
-    exp = record("x", "tinybert", 2, 0.63, 1400.0)
-    show = [
-        {"rev": "workspace", "name": None, "data": {"rev": "workspace", "params": {}}, "experiments": None},
-        {"rev": "abc1234", "name": "main", "data": {"rev": "abc1234", "timestamp": "2026-11-23T09:00:00"},
-         "experiments": [{"revs": [{"rev": "def5678", "name": "tinybert-2", "data": {
-             "rev": "def5678", "timestamp": "2026-11-23T10:00:00",
-             "params": {"params.yaml": {"data": exp["params"]}},
-             "metrics": {"metrics/eval.json": {"data": exp["eval"]},
-                         "metrics/efficiency.json": {"data": exp["efficiency"]}}}}]},
-                         {"revs": [{"rev": "bad", "name": "broken", "data": {
-                             "params": {"params.yaml": {"error": {"msg": "no file"}}}}}]},
-                         # a running experiment shows its baseline's metrics: left out
-                         {"executor": {"state": "running", "name": "tempdir", "local": None}, "name": "running",
-                          "revs": [{"rev": "abc1234", "name": "running", "data": {
-                              "params": {"params.yaml": {"data": exp["params"]}},
-                              "metrics": {"metrics/eval.json": {"data": exp["eval"]}}}}]}]},
-    ]
-    records = results.records_from_exp_show(show)
-    assert len(records) == 1
-    assert records[0]["name"] == "tinybert-2" and records[0]["created"] == "2026-11-23T10:00:00"
-    assert records[0]["params"]["student"]["method"] == "tinybert"
-    assert records[0]["eval"]["student"]["auc"] == 0.63
+def test_build_has_every_planned_row_with_params_budget_and_interval(built):
+    table, measured, _ = built
+    by_label = {r["label"]: r for r in table["rows"]}
+    assert list(by_label) == ["teacher_0 (DP)", "teacher_1 (DP)", "popularity", "Tiny-NewsRec-2 seed 42",
+                              "teacher_0 (FT)", "teacher_1 (FT)", "Tiny-NewsRec-2 seed 43", "no KD-2"]
+    assert table["reference"]["row"] == "teacher_1" and table["missing"] == ["tnr-2-seed44"]
+    assert table["left_out"] == ["adhoc"]
+    # one timing run for every model row, side by side
+    assert len(measured) == 1 and len(measured[0]) == 7
+    tnr = by_label["Tiny-NewsRec-2 seed 42"]
+    assert tnr["runs"] == ["workspace", "tnr-2"] and tnr["params"]["student"]["method"] == "tinynewsrec"
+    assert (tnr["stage1_steps"], tnr["click_steps"]) == (149, 80)
+    assert by_label["no KD-2"]["stage1_steps"] == 0
+    assert by_label["teacher_1 (DP)"]["post_train_steps"] == 149 and by_label["teacher_0 (FT)"]["post_train_steps"] == 0
+    assert tnr["speedup"] == pytest.approx(2.9) and by_label["teacher_1 (DP)"]["speedup"] == 1.0
+    best = by_label["teacher_1 (DP)"]
+    assert (best["auc_diff"], best["auc_diff_lo"], best["auc_diff_hi"]) == (0.0, 0.0, 0.0)
+    assert tnr["auc_diff_lo"] < tnr["auc_diff"] < tnr["auc_diff_hi"]
+    assert tnr["commit"] == "a" * 40 and by_label["no KD-2"]["experiment_rev"] == "1" * 40
+    assert table["notes"] == []  # per-impression AUC agrees with eval.json
+    [group] = table["seed_groups"]
+    assert group["label"] == "Tiny-NewsRec-2" and group["seeds"] == ["42", "43"] and not group["headline"]
+    assert group["auc_mean"] == pytest.approx(0.6675) and group["auc_std"] == pytest.approx(np.std([0.67, 0.665], ddof=1))
 
 
-def test_markdown_table_has_a_line_per_row():
-    rows = results.build_rows(record("workspace", "tinynewsrec", 2, 0.67123, 1400.0), [])
-    text = results.to_markdown(rows)
-    lines = text.strip().splitlines()
-    assert len(lines) == 2 + len(rows)
-    assert "| Tiny-NewsRec-2 | 2 | 67.12 |" in text and "2.80x" in text
+def test_build_writes_markdown_json_and_a_picture(built):
+    table, _, root = built
+    results.write_outputs(table, root)
+    md = (root / results.OUT_MD).read_text()
+    header = md.splitlines()[2]
+    for column in ("post-train steps", "stage-1 steps", "click steps", "ΔAUC vs best teacher [95% CI]", "speed-up",
+                   "commit", "seed"):
+        assert column in header
+    assert "| Tiny-NewsRec-2 seed 42 | 2 | 42 |  | 149 | 80 | 67.00 |" in md
+    assert "one row for workspace, tnr-2 (identical params)" in md and "not run yet: tnr-2-seed44" in md
+    assert "Over seeds" in md and "left out: adhoc" in md
+    saved = json.loads((root / results.OUT_JSON).read_text())
+    assert len(saved["rows"]) == len(table["rows"]) and saved["rows"][0]["params"]["teacher"]["ids"] == [0, 1]
+    png = (root / results.OUT_PNG).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (960, 660)
 
 
-def test_main_writes_both_files(workdir, monkeypatch):
-    ws = record("workspace", "tinynewsrec", 2, 0.67, 1400.0)
-    (workdir / "params.yaml").write_text(yaml.safe_dump(ws["params"]))
-    (workdir / "metrics").mkdir()
-    (workdir / "metrics/eval.json").write_text(json.dumps(ws["eval"]))
-    (workdir / "metrics/efficiency.json").write_text(json.dumps(ws["efficiency"]))
-    seen = []
-    monkeypatch.setattr(results, "exp_show", lambda root=None, all_commits=False: seen.append(all_commits) or [])
-    results.main([])
-    results.main(["--all-commits"])
-    assert seen == [False, True]
-    rows = json.loads((workdir / "metrics/results.json").read_text())
-    assert [r["model"] for r in rows][-1] == "Tiny-NewsRec-2"
-    assert (workdir / "metrics/results.md").read_text() == results.to_markdown(rows)
+def test_build_without_the_reference_names_it(tmp_path):
+    plan, reference, ws, exps = fake_world(tmp_path)
+    with pytest.raises(DataError, match="reference experiment nope has not been run"):
+        results.build_table(plan, "nope", ws, exps, FolderFetcher(tmp_path, tmp_path), fake_measure)
 
 
-def test_main_without_metrics_names_the_pipeline(workdir):
+def test_build_without_metrics_names_the_pipeline(workdir):
     (workdir / "params.yaml").write_text(yaml.safe_dump(BASE_PARAMS))
     with pytest.raises(DataError, match=r"metrics/eval.json is missing.*dvc repro"):
-        results.main([])
+        results.read_workspace(workdir)
+
+
+# --- real DVC: dvc exp run --temp, exp show, DVCFileSystem ----------------------------------------
+
+STAGE = """\
+import json, os, yaml
+import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+p = yaml.safe_load(open("params.yaml"))
+auc = {"teacher_0": 0.6, "student": p["stage2"]["steps"] / 100}
+for folder, steps in (("models/student", p["stage2"]["steps"]), ("models/teacher_0", 80)):
+    os.makedirs(folder, exist_ok=True)
+    json.dump({"model": "plmnr", "steps": steps}, open(folder + "/config.json", "w"))
+os.makedirs("metrics", exist_ok=True)
+json.dump({k: {"auc": v, "mrr": v, "ndcg5": v, "ndcg10": v} for k, v in auc.items()}, open("metrics/eval.json", "w"))
+os.makedirs("data/eval", exist_ok=True)
+columns = {"impression_id": pa.array(np.arange(20), pa.int64())}
+columns.update({f"{k}/{m}": pa.array(np.full(20, v)) for k, v in auc.items() for m in ("auc", "mrr", "ndcg5", "ndcg10")})
+pq.write_table(pa.table(columns), "data/eval/impressions.parquet")
+"""
+DVC_YAML = """\
+stages:
+  train:
+    cmd: python train.py
+    deps: [train.py]
+    params: [stage2]
+    outs: [models, data/eval]
+    metrics:
+      - metrics/eval.json:
+          cache: false
+"""
+
+
+def test_run_fetch_and_build_on_a_real_one_stage_dvc_repository(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def sh(*cmd):
+        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+
+    sh("git", "init", "-q")
+    sh(sys.executable, "-m", "dvc", "init", "-q")
+    (repo / "params.yaml").write_text(yaml.safe_dump({"stage2": {"steps": 40, "seed": 42}}))
+    (repo / "train.py").write_text(STAGE)
+    (repo / "dvc.yaml").write_text(DVC_YAML)
+    (repo / ".gitignore").write_text("/models\n/data\n")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "init")
+    plan = {"reference": "workspace", "experiments": [
+        {"name": "workspace", "rows": ["teachers", "student"]},
+        {"name": "long", "set": {"stage2.steps": 80}, "rows": ["student"]}]}
+    (repo / "results.yaml").write_text(yaml.safe_dump(plan))
+    plan, _ = results.parse_plan(plan)
+    calls = []
+
+    def runner(cmd, cwd):
+        calls.append(cmd)
+        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True).returncode
+
+    assert results.run_plan(repo, plan, runner=runner) == []
+    assert results.run_plan(repo, plan, runner=runner, repro=False) == []  # nothing left to run
+    assert len(calls) == 2  # dvc repro, one dvc exp run
+    workspace = results.read_workspace(repo)
+    _, exps = results.records_from_exp_show(results.exp_show(repo))
+    found, missing = results.match_plan(plan, workspace, exps)
+    assert missing == [] and found["long"]["name"] == "long"
+    fetcher = results.Fetcher(repo, tmp_path / "scratch")
+    folder = fetcher.get(found["long"], "models/student")
+    assert json.loads((folder / "config.json").read_text())["steps"] == 80  # from the DVC cache, at its rev
+    assert fetcher.get(found["long"], "models/nothing") is None
+    assert json.loads((fetcher.get(workspace, "models/student") / "config.json").read_text())["steps"] == 40
+
+    # build, end to end (the timing faked: there are no real models here)
+    monkeypatch.setattr(results, "measure_efficiency", lambda folders, *a, **k: fake_measure(folders))
+    table = results.build(repo, resamples=50)
+    assert [(r["id"], r["click_steps"], r["auc_diff"]) for r in table["rows"]] == [
+        ("workspace/teacher_0", 80, 0.0), ("workspace/student", 40, pytest.approx(-0.2)),
+        ("long/student", 80, pytest.approx(0.2))]
+    assert table["rows"][2]["experiment_rev"] == found["long"]["rev"] and (repo / results.OUT_PNG).exists()
+
+
+# --- timing real (tiny) models side by side ------------------------------------------------------
+
+
+def test_build_times_every_model_row_in_one_process(tmp_path):
+    from test_evaluate import make_world
+
+    world = make_world(tmp_path, teachers=2)
+    params = yaml.safe_load((world / "params.yaml").read_text())
+    ev = {"teacher_0": {"auc": 0.6, "mrr": 0.3, "ndcg5": 0.3, "ndcg10": 0.4},
+          "teacher_1": {"auc": 0.62, "mrr": 0.3, "ndcg5": 0.3, "ndcg10": 0.4},
+          "popularity": {"auc": 0.55, "mrr": 0.3, "ndcg5": 0.3, "ndcg10": 0.4}}
+    columns = {"impression_id": pa.array(np.arange(10), pa.int64())}
+    for row, m in ev.items():
+        columns.update({f"{row}/{k}": pa.array(np.full(10, v), pa.float64()) for k, v in m.items()})
+    (world / "data/eval").mkdir(parents=True)
+    pq.write_table(pa.table(columns), world / results.IMPRESSIONS)
+    ws = {"name": "workspace", "rev": None, "commit": None, "params": params, "created": None,
+          "metrics": {"metrics/eval.json": ev}}
+    plan, reference = results.parse_plan({"experiments": [{"name": "workspace", "rows": ["teachers", "popularity"]}]})
+    table = results.build_table(plan, reference, ws, [], results.Fetcher(world, tmp_path / "scratch"),
+                                lambda folders: results.measure_efficiency(folders, world, params, impressions=8,
+                                                                           progress=False), resamples=50)
+    rows = {r["label"]: r for r in table["rows"]}
+    assert rows["teacher_1 (DP)"]["speedup"] == 1.0 and rows["teacher_0 (DP)"]["news_per_s"] > 0
+    assert rows["teacher_0 (DP)"]["layers"] == 3 and rows["teacher_0 (DP)"]["params_count"] > 0
+    assert rows["popularity"]["news_per_s"] is None
+    assert rows["teacher_0 (DP)"]["auc_diff"] == pytest.approx(-0.02)
+
+
+def test_the_command_line_names_a_missing_plan(workdir):
+    with pytest.raises(DataError, match="results.yaml is missing"):
+        results.main(["build"])
+    with pytest.raises(DataError, match="results.yaml is missing"):
+        results.main(["run"])
