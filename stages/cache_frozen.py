@@ -7,10 +7,8 @@ the top plm.trainable_layers layers on them. Writes data/cache/frozen/{title,bod
 import logging
 import sys
 
-import pyarrow.parquet as pq
-
 from tinynewsrec.data import schemas
-from tinynewsrec.errors import DataError
+from tinynewsrec.io import read_parquet
 from tinynewsrec.params import load_params
 from tinynewsrec.stage import run_stage
 from tinynewsrec.train.common import CACHE_DIR, build_caches
@@ -21,10 +19,7 @@ TOKENS = "data/tokens/news.parquet"
 
 def main() -> None:
     params = load_params()
-    try:
-        tokens = pq.read_table(TOKENS, schema=schemas.TOKENS)
-    except FileNotFoundError:
-        raise DataError(f"{TOKENS} is missing: run the split stage first (dvc repro split)") from None
+    tokens = read_parquet(TOKENS, stage="split", schema=schemas.TOKENS)
     info = build_caches(params, tokens)
     log.info("cached %d frozen layers for %s news in %s", info["num_frozen_layers"], f"{tokens.num_rows:,}", CACHE_DIR)
 

@@ -13,14 +13,14 @@ import logging
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from accelerate import Accelerator
 
 from tinynewsrec.data import schemas
 from tinynewsrec.errors import DataError, ParamError
 from tinynewsrec.evaluate import checkpoint_sha256, export_teacher_embeddings, load_recommender, write_teacher_emb
+from tinynewsrec.io import read_parquet
 from tinynewsrec.params import load_params
-from tinynewsrec.stage import run_stage
+from tinynewsrec.stage import run_stage, stage_item
 
 log = logging.getLogger("tinynewsrec")
 TOKENS = Path("data/tokens/news.parquet")
@@ -29,9 +29,12 @@ OUT_DIR = Path("data/teacher_emb")
 
 
 def teacher_id(argv: list[str], ids: list[int]) -> int:
-    if len(argv) != 1 or not argv[0].lstrip("-").isdigit() or int(argv[0]) not in ids:
-        raise ParamError(f"usage: python stages/export_teacher_emb.py <i>, with i one of teacher.ids {ids}; got {argv}")
-    return int(argv[0])
+    """``<i>`` from the command line, or (under dvc repro) from DVC_STAGE ``export_teacher_emb@<i>``."""
+    usage = f"usage: python stages/export_teacher_emb.py <i>, with i one of teacher.ids {ids}"
+    i = stage_item(argv, usage)
+    if i not in ids:
+        raise ParamError(f"{usage}; got {i}")
+    return i
 
 
 def need(folder: Path, stage: str) -> Path:
@@ -45,9 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     i = teacher_id(sys.argv[1:] if argv is None else argv, params.teacher.ids)
     teacher_dir = need(Path(f"models/teacher_{i}"), "finetune_teacher")
     step_dir = need(Path(f"models/post_train/step_{i}"), "post_train")
-    if not TOKENS.exists():
-        raise DataError(f"{TOKENS} is missing: run the split stage first (dvc repro split)")
-    tokens = pq.read_table(TOKENS, schema=schemas.TOKENS)
+    tokens = read_parquet(TOKENS, stage="split", schema=schemas.TOKENS)
     state = Accelerator()  # splits the news between processes under accelerate launch
     if not state.is_main_process:
         log.setLevel(logging.WARNING)

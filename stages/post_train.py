@@ -8,11 +8,8 @@ curve in metrics/post_train/ (dvclive) and metrics/post_train.json.
 import logging
 import sys
 
-import pyarrow.parquet as pq
-
 from tinynewsrec.data import schemas
-from tinynewsrec.errors import DataError
-from tinynewsrec.io import write_json
+from tinynewsrec.io import read_parquet, write_json
 from tinynewsrec.params import load_params
 from tinynewsrec.stage import run_stage
 from tinynewsrec.train.post_train import clear_resume_state, post_train, save_checkpoints
@@ -24,10 +21,7 @@ OUT = "models/post_train"
 
 def main() -> None:
     params = load_params()
-    try:
-        tokens = pq.read_table(TOKENS, schema=schemas.TOKENS)
-    except FileNotFoundError:
-        raise DataError(f"{TOKENS} is missing: run the split stage first (dvc repro split)") from None
+    tokens = read_parquet(TOKENS, stage="split", schema=schemas.TOKENS)
 
     from accelerate import Accelerator
     from dvclive import Live

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ..errors import DataError, ParamError
-from ..io import atomic_dir
+from ..io import atomic_dir, read_parquet
 from ..models.cache import FrozenCache
 from ..models.plmnr import PLMNR, click_loss, collate_train
 from ..params import Params
@@ -221,9 +221,7 @@ def load_cache(paths: TeacherPaths, model: PLMNR) -> FrozenCache:
 
 def load_samples(paths: TeacherPaths):
     """History and candidates of data/samples/train.parquet (click at candidates[0])."""
-    if not paths.samples.exists():
-        raise DataError(f"{paths.samples} is missing: run the split stage first (dvc repro split)")
-    table = pq.read_table(paths.samples, columns=["history", "candidates"])
+    table = read_parquet(paths.samples, stage="split", columns=["history", "candidates"])
     if table.num_rows == 0:
         raise DataError(f"{paths.samples} has no training samples; check the data params and rerun split")
     return table
