@@ -73,8 +73,9 @@ class DataParams:
     #: synthetic size: ``tiny`` (tests), ``demo`` (default CPU run), ``large`` (MIND-large scale)
     size: str = choice(*SYNTHETIC_SIZES, default="demo")
     seed: int = seed_field()
-    #: path to MIND zips or extracted folders, for ``source: local``
-    local_path: str | None = None
+    #: path to MIND zips or extracted folders, for ``source: local`` (only read; the download stage's
+    #: DVC dependency whatever the source, hence a folder that exists: mind_local/ holds a README)
+    local_path: str = "mind_local"
     #: where downloaded zips are kept (outside data/mind so DVC does not track them)
     cache_dir: str = ".cache/mind"
     #: clicked news kept per user (the most recent ones)
