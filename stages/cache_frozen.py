@@ -9,6 +9,7 @@ import sys
 
 from tinynewsrec.data import schemas
 from tinynewsrec.io import read_parquet
+from tinynewsrec.models.plm import check_plm
 from tinynewsrec.params import load_params
 from tinynewsrec.stage import run_stage
 from tinynewsrec.train.common import CACHE_DIR, build_caches
@@ -19,6 +20,7 @@ TOKENS = "data/tokens/news.parquet"
 
 def main() -> None:
     params = load_params()
+    check_plm(params.plm)  # plm.trainable_layers against the PLM's depth, in a second
     tokens = read_parquet(TOKENS, stage="split", schema=schemas.TOKENS)
     info = build_caches(params, tokens)
     log.info("cached %d frozen layers for %s news in %s", info["num_frozen_layers"], f"{tokens.num_rows:,}", CACHE_DIR)

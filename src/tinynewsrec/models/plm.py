@@ -162,10 +162,10 @@ def load_plm(
     from transformers import AutoModel
 
     path = resolve_plm_path(name)
-    kwargs = {} if _has_pooler(path) else {"add_pooling_layer": False}  # our checkpoints have none
     from safetensors import SafetensorError
 
     try:
+        kwargs = {} if _has_pooler(path) else {"add_pooling_layer": False}  # our checkpoints have none
         with quiet_transformers():
             plm = AutoModel.from_pretrained(path, dtype=torch.float32, **kwargs)
     except (OSError, ValueError, SafetensorError) as e:
