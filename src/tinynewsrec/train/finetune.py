@@ -302,11 +302,11 @@ def save_teacher(run: TeacherRun, params: Params, paths: TeacherPaths, accelerat
             "teacher_params": asdict(params.teacher),
             "trainable_layers": params.plm.trainable_layers,
         }
-        with atomic_dir(paths.out) as tmp:
-            accelerator.unwrap_model(run.model).save_pretrained(tmp, **extra)
         summary = {"train": {"loss": last.get("loss"), "accuracy": last.get("accuracy")},
                    "epochs": len(run.history), "steps": run.curve.step}
-        run.curve.write(paths.metrics, summary)
+        with atomic_dir(paths.out) as tmp:  # the teacher replaces the old one only once its curves are written
+            accelerator.unwrap_model(run.model).save_pretrained(tmp, **extra)
+            run.curve.write(paths.metrics, summary)
         run.checkpointer.clear()
         log.info("wrote %s (final train loss %.4f)", paths.out, last.get("loss", math.nan))
     accelerator.wait_for_everyone()
