@@ -164,3 +164,11 @@ def test_an_interrupt_under_dvc_does_not_claim_the_outputs_are_intact(capsys, mo
         run_stage(main)
     err = capsys.readouterr().err
     assert "no output of this stage was replaced" not in err and "dvc checkout" in err
+
+
+def test_clearing_a_resume_state_removes_a_killed_saves_temporary(tmp_path):
+    killed = tmp_path / ".teacher_0.999999999.wxyz.tmp"
+    killed.mkdir()
+    (killed / "state.json").write_text("{")
+    Checkpointer(tmp_path / "teacher_0", "fp").clear()
+    assert not killed.exists()

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..io import atomic_dir
+from ..io import atomic_dir, sweep_stale
 
 log = logging.getLogger("tinynewsrec")
 
@@ -113,4 +113,6 @@ class Checkpointer:
             return None
 
     def clear(self) -> None:
+        """Delete the resume state, and the temporaries of a save that was killed (SIGKILL)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        sweep_stale(self.folder)
