@@ -114,3 +114,16 @@ def test_dvc_tracks_the_local_source_folder():
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["download"]
     assert "${data.local_path}" in stage["deps"] and "data.local_path" in stage["params"]
     assert (ROOT / yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["local_path"]).is_dir()
+
+
+def test_the_download_stage_writes_nothing_outside_the_repo_but_its_own_subfolder(users_folder, tmp_path):
+    from conftest import load_stage, write_params
+
+    repo = Path.cwd()
+    write_params(repo, data={"source": "local", "local_path": str(users_folder), "cache_dir": str(users_folder)})
+    outside = lambda: {k: v for k, v in snapshot(tmp_path).items()  # noqa: E731
+                       if not k.startswith(("repo", "V/tinynewsrec"))}
+    before = outside()
+    load_stage("download").main()
+    assert outside() == before
+    assert (repo / "data/mind/train/behaviors.parquet").exists()
