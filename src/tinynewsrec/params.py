@@ -1,9 +1,14 @@
 """Typed, validated params: one dataclass per params.yaml section.
 
-Params are read once at a stage's start with :func:`load_params`; a missing key, an
-unknown key (a typo), a wrong type or an out-of-range value fails at once with a
-:class:`~tinynewsrec.errors.ParamError` naming the key, e.g.
-``params.yaml: data.npratio must be an integer >= 1, got 'four'``.
+Params are read once at a stage's start with :func:`load_params`; an unknown section or
+key (a typo), a wrong type, a non-finite number or an out-of-range value fails at once with a
+one-line :class:`~tinynewsrec.errors.ParamError` naming the key, e.g.
+``params.yaml: data.npratio must be an integer between 1 and 100, got 'four'``. A key left
+out takes its dataclass default, which equals params.yaml's value (a test checks it). Ranges
+refuse what would train nothing or crash later: seeds in [0, 2^32), ``max_steps_per_epoch``
+null or >= 1, learning rates > 0, ``mlm_probability`` in (0, 1], ``history_len`` <= 1000.
+What depends on the PLM (``title_len`` vs its positions, ``trainable_layers`` vs its depth)
+is checked by :func:`tinynewsrec.models.plm.check_plm` before split and cache_frozen write.
 """
 
 from __future__ import annotations
