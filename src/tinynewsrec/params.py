@@ -3,7 +3,7 @@
 Params are read once at a stage's start with :func:`load_params`; an unknown section or
 key (a typo), a wrong type, a non-finite number or an out-of-range value fails at once with a
 one-line :class:`~tinynewsrec.errors.ParamError` naming the key, e.g.
-``params.yaml: data.npratio must be an integer between 1 and 100, got 'four'``. A key left
+``params.yaml: data.npratio must be an integer, got 'four'``. A key left
 out takes its dataclass default, which equals params.yaml's value (a test checks it). Ranges
 refuse what would train nothing or crash later: seeds in [0, 2^32), ``max_steps_per_epoch``
 null or >= 1, learning rates > 0, ``mlm_probability`` in (0, 1], ``history_len`` <= 1000.
