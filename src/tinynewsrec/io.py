@@ -152,7 +152,7 @@ def staged_outputs(*dests: str | os.PathLike) -> Iterator[list[Path]]:
             os.close(fd)
             tmps.append(Path(tmp))
         yield tmps
-        for tmp, dest in zip(tmps, paths):
+        for tmp in tmps:
             os.chmod(tmp, 0o666 & ~_umask())
         for tmp, dest in zip(tmps, paths):
             os.replace(tmp, dest)
