@@ -8,6 +8,7 @@ import logging
 import sys
 
 from tinynewsrec.data import schemas
+from tinynewsrec.models.plm import check_plm
 from tinynewsrec.params import load_params
 from tinynewsrec.stage import run_stage
 from tinynewsrec.train.common import CACHE_DIR, build_caches
@@ -17,6 +18,7 @@ log = logging.getLogger("tinynewsrec")
 
 def main() -> None:
     params = load_params()
+    check_plm(params.plm)  # plm.trainable_layers against the PLM's depth, in a second
     tokens = schemas.read_tokens()
     info = build_caches(params, tokens)
     log.info("cached %d frozen layers for %s news in %s", info["num_frozen_layers"], f"{tokens.num_rows:,}", CACHE_DIR)

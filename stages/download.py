@@ -3,20 +3,27 @@
 `data.source: synthetic` generates MIND-format TSV with the embedded generator and
 parses it with the same parser as real MIND; the other sources fetch the official zips
 (or read the user's own copy with `local`).
+
+Nothing outside the repository is written but `<data.cache_dir>/tinynewsrec/` (see
+tinynewsrec.data.download); `data.local_path` is only read. For the non-synthetic sources
+metrics/data.json records the size, mtime and SHA-256 of every source file read, and
+dvc.yaml makes `data.local_path` a dependency, so replacing a file there reruns the stage.
 """
 
+import json
 import logging
 import sys
 import tempfile
 from pathlib import Path
 
 from tinynewsrec.data import mind
-from tinynewsrec.io import atomic_dir, write_json
+from tinynewsrec.io import atomic_dir, atomic_path
 from tinynewsrec.params import load_params
 from tinynewsrec.stage import run_stage
 
 log = logging.getLogger("tinynewsrec")
 OUT = Path("data/mind")
+METRICS = Path("metrics/data.json")
 
 
 def main() -> None:
@@ -33,16 +40,22 @@ def main() -> None:
             from tinynewsrec.data import download
 
             summary = None
-            splits = download.fetch_source(p.source, Path(p.cache_dir), local_path=p.local_path)
-        with atomic_dir(OUT) as out:  # no split of an earlier run survives a source change
+            read: list[Path] = []
+            splits = download.fetch_source(p.source, Path(p.cache_dir), local_path=p.local_path, read=read)
+            log.info("fingerprinting the %d source files read", len(read))
+            source_files = download.fingerprint_files(read)
+        # data/mind and metrics/data.json are both complete before either replaces the old one
+        with atomic_dir(OUT) as out, atomic_path(METRICS) as metrics_tmp:
             metrics = mind.ingest(splits, out)
             if summary is not None:
                 metrics["synthetic"] = summary
                 oracle = Path(tmp) / "dev" / "oracle.parquet"
                 if oracle.exists():  # the generator's true click probabilities, for headroom checks
                     oracle.replace(out / "dev" / "oracle.parquet")
-    metrics["source"] = p.source
-    write_json(metrics, "metrics/data.json")
+            metrics["source"] = p.source
+            if summary is None:  # what was read, so that a changed source file shows in dvc metrics diff
+                metrics["source_files"] = source_files
+            metrics_tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     log.info("wrote %s and metrics/data.json", OUT)
 
 

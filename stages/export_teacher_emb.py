@@ -21,7 +21,7 @@ from tinynewsrec.evaluate import export_teacher_embeddings
 from tinynewsrec.io import checkpoint_sha256
 from tinynewsrec.recommender import load_recommender
 from tinynewsrec.params import load_params
-from tinynewsrec.stage import run_stage
+from tinynewsrec.stage import run_stage, stage_item
 from tinynewsrec.teacher_emb import write_teacher_emb
 
 log = logging.getLogger("tinynewsrec")
@@ -30,9 +30,12 @@ OUT_DIR = Path("data/teacher_emb")
 
 
 def teacher_id(argv: list[str], ids: list[int]) -> int:
-    if len(argv) != 1 or not argv[0].lstrip("-").isdigit() or int(argv[0]) not in ids:
-        raise ParamError(f"usage: python stages/export_teacher_emb.py <i>, with i one of teacher.ids {ids}; got {argv}")
-    return int(argv[0])
+    """``<i>`` from the command line, or (under dvc repro) from DVC_STAGE ``export_teacher_emb@<i>``."""
+    usage = f"usage: python stages/export_teacher_emb.py <i>, with i one of teacher.ids {ids}"
+    i = stage_item(argv, usage)
+    if i not in ids:
+        raise ParamError(f"{usage}; got {i}")
+    return i
 
 
 def need(folder: Path, stage: str) -> Path:

@@ -8,18 +8,16 @@ one GPU, or many under `accelerate launch stages/finetune_teacher.py <i>`.
 
 import sys
 
-from tinynewsrec.errors import ParamError
 from tinynewsrec.params import load_params
-from tinynewsrec.stage import run_stage
+from tinynewsrec.stage import run_stage, stage_item
 from tinynewsrec.train.finetune_teacher import TeacherPaths, check_teacher_id, save_teacher, train_teacher
 
 USAGE = "usage: python stages/finetune_teacher.py <teacher id>, one of params.yaml teacher.ids"
 
 
 def parse_teacher_id(argv: list[str]) -> int:
-    if len(argv) != 1 or not argv[0].lstrip("-").isdigit():
-        raise ParamError(f"{USAGE} (got arguments {argv})")
-    return int(argv[0])
+    """``<i>`` from the command line, or (under dvc repro) from DVC_STAGE ``finetune_teacher@<i>``."""
+    return stage_item(argv, USAGE)
 
 
 def main(argv: list[str] | None = None) -> None:

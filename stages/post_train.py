@@ -10,6 +10,7 @@ import sys
 
 from tinynewsrec.data import schemas
 from tinynewsrec.io import write_json
+from tinynewsrec.models.plm import check_plm
 from tinynewsrec.params import load_params
 from tinynewsrec.stage import run_stage
 from tinynewsrec.train.post_train import clear_resume_state, post_train, save_checkpoints
@@ -20,6 +21,7 @@ OUT = "models/post_train"
 
 def main() -> None:
     params = load_params()
+    check_plm(params.plm)  # plm.name and trainable_layers against the PLM, before any work
     tokens = schemas.read_tokens()
 
     from accelerate import Accelerator

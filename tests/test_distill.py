@@ -24,7 +24,7 @@ from tinynewsrec.models.plmnr import PLMNR, NewsTokens, collate_train
 from tinynewsrec.params import load_params
 from tinynewsrec.train.distill import DistillPaths, read_teachers
 from tinynewsrec.train.post_train import TitleBodyBatches, news_with_body
-from conftest import load_stage, write_params
+from conftest import load_stage
 from test_evaluate import SMALL, make_world
 
 STAGE1 = {"epochs": 1, "batch_size": 8, "lr": 1e-3, "negatives": 3, "max_steps_per_epoch": 3}

@@ -185,6 +185,7 @@ def test_the_next_mirror_is_tried_when_one_fails(tmp_path, server):
 
 
 def test_fetch_source_downloads_extracts_and_then_reuses_the_cache(tmp_path, server, monkeypatch):
+    own = tmp_path / "tinynewsrec"
     server.files["/MINDdemo_train.zip"] = mind_zip(folder="MINDdemo_train/")
     server.files["/MINDdemo_dev.zip"] = mind_zip()
     monkeypatch.setitem(
@@ -193,7 +194,7 @@ def test_fetch_source_downloads_extracts_and_then_reuses_the_cache(tmp_path, ser
         {s: MindZip(f"MINDdemo_{s}.zip", (f"{server.url}/MINDdemo_{s}.zip",)) for s in ("train", "dev")},
     )
     folders = fetch_source("mind-demo", tmp_path, progress=False, timeout=2)
-    assert folders == {"train": tmp_path / "MINDdemo_train", "dev": tmp_path / "MINDdemo_dev"}
+    assert folders == {"train": own / "extracted" / "MINDdemo_train", "dev": own / "extracted" / "MINDdemo_dev"}
     assert (folders["train"] / "news.tsv").read_text() == NEWS
     assert (folders["dev"] / "behaviors.tsv").read_text() == BEHAVIORS
     n_requests = len(server.requests)
@@ -271,13 +272,15 @@ def split_folder(folder: Path) -> Path:
     return folder
 
 
-def test_local_folder_of_zips_is_extracted_into_the_cache(tmp_path):
+def test_local_folder_of_zips_is_extracted_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the repository: a cache_dir inside it is created
     mine = tmp_path / "mine"
     mine.mkdir()
     for s in ("train", "dev"):
         (mine / f"MINDsmall_{s}.zip").write_bytes(mind_zip())
     folders = fetch_source("local", tmp_path / "cache", local_path=str(mine), progress=False)
-    assert folders == {"train": tmp_path / "cache" / "MINDsmall_train", "dev": tmp_path / "cache" / "MINDsmall_dev"}
+    own = tmp_path / "cache" / "tinynewsrec" / "extracted"
+    assert folders == {"train": own / "MINDsmall_train", "dev": own / "MINDsmall_dev"}
     assert (folders["dev"] / "news.tsv").read_text() == NEWS
     assert sorted(p.name for p in mine.iterdir()) == ["MINDsmall_dev.zip", "MINDsmall_train.zip"]  # untouched
 
@@ -299,7 +302,8 @@ def test_local_single_split_folder_finds_its_dev_sibling(tmp_path):
     assert local_splits(str(train), tmp_path / "cache", progress=False) == {"train": train, "dev": dev, "test": test}
 
 
-def test_local_single_zip_finds_its_dev_sibling(tmp_path):
+def test_local_single_zip_finds_its_dev_sibling(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     for s in ("train", "dev"):
         (tmp_path / f"MINDdemo_{s}.zip").write_bytes(mind_zip())
     folders = local_splits(str(tmp_path / "MINDdemo_dev.zip"), tmp_path / "cache", progress=False)
@@ -328,7 +332,8 @@ def test_local_path_that_does_not_exist_is_a_data_error(tmp_path):
         local_splits(str(tmp_path / "nowhere"), tmp_path / "cache", progress=False)
 
 
-def test_local_zips_go_through_the_parser(tmp_path):
+def test_local_zips_go_through_the_parser(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     for s in ("train", "dev"):
         (tmp_path / f"MINDsmall_{s}.zip").write_bytes(mind_zip())
     metrics = ingest(local_splits(str(tmp_path), tmp_path / "cache", progress=False), tmp_path / "out", progress=False)

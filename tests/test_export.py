@@ -100,3 +100,21 @@ def test_export_without_the_teacher_names_the_stage_to_run(world, tmp_path, monk
     with pytest.raises(DataError, match="models/teacher_0.*finetune_teacher"):
         load_stage("export_teacher_emb").main(["0"])
     assert not (folder / "data/teacher_emb").exists()
+
+
+@pytest.mark.parametrize("artifact", ["models/teacher_0/heads.safetensors", "models/teacher_0/plm/model.safetensors",
+                                      "data/tokens/news.parquet"])
+def test_a_truncated_input_ends_the_export_in_one_line(world, tmp_path, monkeypatch, capsys, artifact):
+    from tinynewsrec.stage import run_stage
+
+    folder = tmp_path / "w"
+    shutil.copytree(world, folder, symlinks=True)
+    monkeypatch.chdir(folder)
+    path = folder / artifact
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(SystemExit) as e:
+        run_stage(lambda: load_stage("export_teacher_emb").main(["0"]))
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert e.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert not (folder / "data/teacher_emb/teacher_0.safetensors").exists()

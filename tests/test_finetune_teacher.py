@@ -248,3 +248,45 @@ def test_a_cache_of_another_model_is_refused(work):
     PLMNR(other, HEADS).save_pretrained(work / "models/post_train/step_0")
     with pytest.raises(DataError, match="different model"):
         run(0)
+
+
+def _one_error_line(capsys, argv):
+    from tinynewsrec.stage import run_stage
+
+    with pytest.raises(SystemExit) as e:
+        run_stage(lambda: load_stage("finetune_teacher").main(argv))
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert e.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("artifact", ["data/samples/train.parquet", "models/post_train/step_0/heads.safetensors",
+                                      "models/post_train/step_0/plm/model.safetensors"])
+def test_a_truncated_input_ends_the_stage_in_one_line(work, capsys, artifact):
+    path = work / artifact
+    path.write_bytes(path.read_bytes()[:100])
+    line = _one_error_line(capsys, ["0"])
+    assert any(w in line for w in ("corrupt", "unreadable", "not a readable"))
+    assert not (work / "models/teacher_0").exists()
+
+
+def test_a_corrupt_resume_state_does_not_block_the_stage(work, monkeypatch, caplog):
+    set_params(work, epochs=2, max_steps_per_epoch=2)
+    real_step = finetune.teacher_step
+    calls = []
+
+    def interrupt_in_epoch_2(model, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(model, batch)
+
+    monkeypatch.setattr(finetune, "teacher_step", interrupt_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(0)
+    state = work / ".cache/checkpoints/teacher_0/state.json"
+    state.write_text(state.read_text()[:40])
+    monkeypatch.setattr(finetune, "teacher_step", real_step)
+    run(0)
+    assert (work / "models/teacher_0/config.json").exists() and "resume state is unreadable" in caplog.text

@@ -34,10 +34,10 @@ def write_split(folder: Path, news: list[str], behaviors: list[str], newline: st
     return folder
 
 
-def run(tmp_path: Path, behaviors: list[str], news: list[str] = NEWS, **kw):
-    """Ingest one train split; return (its metrics, its behaviors rows)."""
-    metrics = ingest({"train": write_split(tmp_path / "in" / "train", news, behaviors)}, tmp_path / "out", progress=False, **kw)
-    return metrics["train"], pq.read_table(tmp_path / "out" / "train" / "behaviors.parquet").to_pylist()
+def run(tmp_path: Path, behaviors: list[str], news: list[str] = NEWS, split: str = "train", **kw):
+    """Ingest one split (train unless said); return (its metrics, its behaviors rows)."""
+    metrics = ingest({split: write_split(tmp_path / "in" / split, news, behaviors)}, tmp_path / "out", progress=False, **kw)
+    return metrics[split], pq.read_table(tmp_path / "out" / split / "behaviors.parquet").to_pylist()
 
 
 def counters(m: dict) -> dict:
@@ -183,7 +183,7 @@ def test_bad_time_is_null_and_counted_but_row_kept(tmp_path, time):
 
 
 def test_unlabeled_split_gets_null_labels(tmp_path):
-    m, rows = run(tmp_path, [beh_line(1, "U1", "N1", "N2 N3"), beh_line(2, "U2", "", "N4")])
+    m, rows = run(tmp_path, [beh_line(1, "U1", "N1", "N2 N3"), beh_line(2, "U2", "", "N4")], split="test")
     assert m["labeled"] is False and m["clicks"] == 0
     assert counters(m) == {"empty_histories": 1}
     assert [r["labels"] for r in rows] == [None, None] and rows[0]["candidates"] == [2, 3]

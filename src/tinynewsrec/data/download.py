@@ -21,6 +21,17 @@ Downloads (the MIND licence forbids redistribution, so nothing is ever committed
   :class:`~tinynewsrec.errors.DownloadError` naming every URL tried and the manual way out:
   download the zips yourself and set ``data.source: local``, ``data.local_path: <folder>``.
 
+What is written where (nothing else is ever written or removed):
+
+- everything the pipeline caches goes into its own subfolder ``<data.cache_dir>/tinynewsrec/``
+  (downloaded zips, ``.part`` files, ``extracted/<zip stem>/``), created with a marker file
+  ``.tinynewsrec-cache``; a folder of that name without the marker is the user's and is
+  refused, never replaced. ``data.cache_dir`` itself is created only inside the repository;
+  a folder outside it must exist already (the pipeline does not create folders elsewhere),
+  and a folder inside a DVC output (``data/``, ``models/``, ``metrics/``) is refused;
+- the user's own files under ``data.local_path`` are only read: a corrupt zip of theirs is
+  reported, not deleted, and an extraction never replaces a folder it did not make.
+
 Extraction is safe and atomic: a member whose path is absolute, climbs out with ``..`` or is
 a symlink is refused (:class:`~tinynewsrec.errors.DataError` naming it); only ``news.tsv``
 and ``behaviors.tsv`` are extracted (the entity/relation embeddings that MIND zips also
@@ -29,6 +40,7 @@ hold are not used here), into a temporary folder that is renamed when complete.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -53,6 +65,78 @@ RECOMMENDERS_MIRROR = "https://recodatasets.z20.web.core.windows.net/newsrec/"
 MIND_HOME = "https://msnews.github.io/"
 #: the two files of a MIND split folder
 SPLIT_FILES = ("news.tsv", "behaviors.tsv")
+#: the one folder the pipeline writes in data.cache_dir, and the file that says it made it
+OWN_SUBFOLDER = "tinynewsrec"
+OWN_MARKER = ".tinynewsrec-cache"
+#: DVC outputs: a cache inside them would be deleted by dvc repro (or delete an output)
+DVC_OUTPUT_ROOTS = ("data", "models", "metrics")
+EXTRACTED_MARKER = ".extracted.json"
+
+
+def own_cache(cache_dir: str | os.PathLike, repo: str | os.PathLike | None = None) -> Path:
+    """``<cache_dir>/tinynewsrec/``, the only folder the download stage writes in (created, marked).
+
+    ``cache_dir`` is created when it lies inside the repository ``repo`` (the working folder);
+    outside it, it must exist. Raises :class:`ParamError` for a ``cache_dir`` inside a DVC
+    output or missing outside the repository, :class:`DataError` when ``tinynewsrec/`` exists
+    there but was not made by the pipeline.
+    """
+    cache_dir = Path(cache_dir).expanduser()
+    repo = Path.cwd() if repo is None else Path(repo)
+    resolved, root = cache_dir.resolve(), repo.resolve()
+    for out in DVC_OUTPUT_ROOTS:
+        if resolved.is_relative_to(root / out):
+            raise ParamError(
+                f"data.cache_dir: {cache_dir} is inside {out}/, whose contents DVC deletes and replaces; "
+                "choose a folder outside it (default .cache/mind)"
+            )
+    if not cache_dir.is_dir():
+        if cache_dir.exists() or cache_dir.is_symlink():
+            raise ParamError(f"data.cache_dir: {cache_dir} is not a folder")
+        if not resolved.is_relative_to(root):
+            raise ParamError(
+                f"data.cache_dir: {cache_dir} does not exist; outside the repository the pipeline creates no "
+                "folder: create it yourself, or use a folder inside the repository (default .cache/mind)"
+            )
+        cache_dir.mkdir(parents=True)
+    own = cache_dir / OWN_SUBFOLDER
+    if own.is_symlink() or (own.exists() and not (own / OWN_MARKER).is_file()):
+        raise DataError(
+            f"data.cache_dir: {own} exists but was not made by this pipeline (it has no {OWN_MARKER}); it is left "
+            "alone: move it away or choose another data.cache_dir"
+        )
+    own.mkdir(exist_ok=True)
+    marker = own / OWN_MARKER
+    if not marker.exists():
+        marker.write_text("made by tinynewsrec's download stage: MIND zips and extracted splits\n")
+    return own
+
+
+def _stat_path(path: Path, key: str) -> None:
+    """Raise a DataError saying why ``path`` cannot be read: missing, a dangling link, a link loop."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise DataError(f"{key}: {path} is a symbolic link to {os.readlink(path)}, which does not exist") from None
+        raise DataError(f"{key}: {path} does not exist") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError(f"{key}: {path} is a symbolic link loop (it never reaches a file or folder)") from None
+        raise DataError(f"{key}: {path} cannot be read: {e.strerror}") from None
+
+
+def fingerprint_files(paths: list[Path]) -> list[dict]:
+    """Size, modification time and SHA-256 of each file read (recorded in metrics/data.json)."""
+    out = []
+    for p in paths:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        st = p.stat()
+        out.append({"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()})
+    return out
 
 
 @dataclass(frozen=True)
@@ -98,17 +182,20 @@ def fetch_source(
     timeout: float = 10,
     *,
     splits: tuple[str, ...] = ("train", "dev"),
+    read: list[Path] | None = None,
 ) -> dict[str, Path]:
     """The extracted MIND split folders of ``source``: ``{"train": folder, "dev": folder, ...}``.
 
-    ``mind-*`` sources download (or reuse) their zips in ``cache_dir`` and extract them to
-    ``cache_dir/<zip name>/``; ``splits`` says which (``test`` exists for ``mind-large``
-    only, and is unlabeled). ``local`` finds zips or extracted folders under ``local_path``
-    (see :func:`local_splits`). ``timeout`` is the connect timeout in seconds.
+    ``mind-*`` sources download (or reuse) their zips in ``cache_dir/tinynewsrec/`` and
+    extract them to ``cache_dir/tinynewsrec/extracted/<zip name>/``; ``splits`` says which
+    (``test`` exists for ``mind-large`` only, and is unlabeled). ``local`` finds zips or
+    extracted folders under ``local_path`` (see :func:`local_splits`). ``timeout`` is the
+    connect timeout in seconds. ``read``, when given, receives the source files read (the zips,
+    or the TSV files of extracted folders), for :func:`fingerprint_files`.
     """
     cache_dir = Path(cache_dir)
     if source == "local":
-        return local_splits(local_path, cache_dir, progress)
+        return local_splits(local_path, cache_dir, progress, read=read)
     if source not in MIND_ZIPS:
         raise ParamError(
             f"data.source: {source!r} is not something to download (known: {', '.join(MIND_ZIPS)}, local)"
@@ -116,11 +203,14 @@ def fetch_source(
     missing = [s for s in splits if s not in MIND_ZIPS[source]]
     if missing:
         raise ParamError(f"data.source: {source} has no {missing[0]} split (it has {', '.join(MIND_ZIPS[source])})")
+    own = own_cache(cache_dir)
     folders = {}
     for split in splits:
         entry = MIND_ZIPS[source][split]
-        zip_path = download(entry, cache_dir, progress=progress, timeout=timeout)
-        folders[split] = extract_mind_zip(zip_path, cache_dir / zip_path.stem, progress=progress)
+        zip_path = download(entry, own, progress=progress, timeout=timeout)
+        folders[split] = extract_mind_zip(zip_path, own / "extracted" / zip_path.stem, progress=progress)
+        if read is not None:
+            read.append(zip_path)
     return folders
 
 
@@ -156,21 +246,20 @@ def download(entry: MindZip, dest_dir: Path, progress: bool = True, timeout: flo
                 raise _Failed(str(e)) from None
         except _Failed as e:
             log.warning(f"{url}: {e}")
-            errors.append(f"  {url}: {e}")
+            errors.append(f"{url}: {e}")
             continue
         os.replace(part, dest)
         log.info(f"downloaded {entry.name} ({dest.stat().st_size:,} bytes) from {url}")
         return dest
     resume = (
-        f"\nThe partial download {part} ({part.stat().st_size:,} bytes) is kept; running again resumes it."
+        f" The partial download {part} ({part.stat().st_size:,} bytes) is kept; running again resumes it."
         if part.exists()
         else ""
     )
     raise DownloadError(
-        f"could not download {entry.name}; tried:\n" + "\n".join(errors) + resume + "\n"
+        f"could not download {entry.name}; tried " + "; ".join(errors) + "." + resume + " "
         f"If this machine is offline or the URLs have moved, download the MIND zips yourself "
-        f"(see {MIND_HOME}), put them in a folder and set in params.yaml:\n"
-        f"  data:\n    source: local\n    local_path: <that folder>"
+        f"(see {MIND_HOME}), put them in a folder and set data.source: local and data.local_path: <that folder>"
     )
 
 
@@ -313,22 +402,32 @@ def _check_member(info: zipfile.ZipInfo, zip_path: Path, root: Path) -> None:
         raise DataError(f"{zip_path}: refusing member {name!r}: it is {reason}; this is not a genuine MIND zip")
 
 
-def extract_mind_zip(zip_path: Path, dest: Path, progress: bool = True) -> Path:
+def extract_mind_zip(zip_path: Path, dest: Path, progress: bool = True, *, users_file: bool = False) -> Path:
     """Extract a MIND zip's ``news.tsv`` and ``behaviors.tsv`` into ``dest`` (atomically).
 
     Reuses ``dest`` when it was extracted from this very file (same path, size and
-    modification time, recorded in ``dest/.extracted.json``).
+    modification time, recorded in ``dest/.extracted.json``). An existing ``dest`` without
+    that marker was not made here and is never replaced (:class:`DataError`).
+    ``users_file``: the zip is the user's own (``data.local_path``), so a corrupt one is to
+    be replaced by them, not deleted and downloaded again.
     """
     zip_path, dest = Path(zip_path), Path(dest)
     st = zip_path.stat()
     marker = {"zip": str(zip_path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     try:
-        done = json.loads((dest / ".extracted.json").read_text()) == marker
+        done = json.loads((dest / EXTRACTED_MARKER).read_text()) == marker
         if done and all((dest / f).is_file() for f in SPLIT_FILES):
             return dest
     except (OSError, ValueError):
         pass
-    corrupt = f"{zip_path}: the zip is truncated or corrupt ({{}}); delete it to download it again"
+    if (dest.exists() or dest.is_symlink()) and not (dest / EXTRACTED_MARKER).is_file():
+        raise DataError(
+            f"{dest} exists and was not extracted by this pipeline (no {EXTRACTED_MARKER}); it is left alone: "
+            "move it away or choose another data.cache_dir"
+        )
+    way_out = ("it is your own file (data.local_path), left as it is: replace it with a good copy" if users_file
+               else "delete it to download it again")
+    corrupt = f"{zip_path}: the zip is truncated or corrupt ({{}}); {way_out}"
     try:
         zf = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError, EOFError) as e:
@@ -362,7 +461,7 @@ def extract_mind_zip(zip_path: Path, dest: Path, progress: bool = True) -> Path:
                             bar.update(len(chunk))
                 except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
                     raise DataError(corrupt.format(e)) from None
-            (tmp / ".extracted.json").write_text(json.dumps(marker))
+            (tmp / EXTRACTED_MARKER).write_text(json.dumps(marker))
     return dest
 
 
@@ -390,16 +489,18 @@ def _expected(path: Path) -> str:
     except OSError:
         held = "(unreadable)"
     return (
-        f"{path} holds: {held}. Expected one of:\n"
-        f"  - the MIND zips, e.g. MINDsmall_train.zip and MINDsmall_dev.zip (or MINDdemo_*, MINDlarge_*), "
-        f"from {MIND_HOME};\n"
-        f"  - extracted folders MINDsmall_train/ and MINDsmall_dev/, or train/ and dev/, "
-        f"each holding news.tsv and behaviors.tsv;\n"
-        f"  - one extracted split folder (e.g. .../MINDsmall_train) or zip, next to its dev counterpart."
+        f"{path} holds: {held}. Expected one of: "
+        f"(1) the MIND zips, e.g. MINDsmall_train.zip and MINDsmall_dev.zip (or MINDdemo_*, MINDlarge_*), "
+        f"from {MIND_HOME}; "
+        f"(2) extracted folders MINDsmall_train/ and MINDsmall_dev/, or train/ and dev/, "
+        f"each holding news.tsv and behaviors.tsv; "
+        f"(3) one extracted split folder (e.g. .../MINDsmall_train) or zip, next to its dev counterpart."
     )
 
 
-def local_splits(local_path: str | None, cache_dir: Path, progress: bool = True) -> dict[str, Path]:
+def local_splits(
+    local_path: str | None, cache_dir: Path, progress: bool = True, *, read: list[Path] | None = None
+) -> dict[str, Path]:
     """The split folders of a MIND copy the user already has, at ``local_path``.
 
     ``local_path`` may be (1) a folder of MIND zips (``MINDsmall_train.zip``,
@@ -415,14 +516,22 @@ def local_splits(local_path: str | None, cache_dir: Path, progress: bool = True)
             "data.local_path must be set when data.source is 'local' (a folder of MIND zips or split folders)"
         )
     path = Path(local_path).expanduser()
-    if not path.exists():
-        raise DataError(f"data.local_path: {path} does not exist")
+    _stat_path(path, "data.local_path")
+    found = _find_local(path)
+    if read is not None:
+        for p in found.values():
+            read.extend([p] if p.is_file() else [p / f for f in SPLIT_FILES])
+    return _materialise(found, cache_dir, progress)
+
+
+def _find_local(path: Path) -> dict[str, Path]:
+    """The zips or split folders of one MIND set at ``path`` (see :func:`local_splits`)."""
     # (3) one split folder or zip: look at its siblings, for that set only
     one = _split_of(path.name.removesuffix(".zip")) if path.is_file() or _is_split_folder(path) else None
     if one is not None:
         sets = _find_sets(path.parent)
         if one[0] in sets and {"train", "dev"} <= sets[one[0]].keys():
-            return _materialise(sets[one[0]], cache_dir, progress)
+            return sets[one[0]]
         raise DataError(
             f"data.local_path: {path} is a MIND {one[1]} split, but its train/dev counterpart is not next to it. "
             + _expected(path.parent)
@@ -447,7 +556,7 @@ def local_splits(local_path: str | None, cache_dir: Path, progress: bool = True)
             f"data.local_path: {path} holds several MIND sets ({names}); set data.local_path to one of their "
             f"train zips or folders (e.g. {path / (sorted(sets)[0] + '_train')}) to choose"
         )
-    return _materialise(next(iter(sets.values())), cache_dir, progress)
+    return next(iter(sets.values()))
 
 
 def _find_sets(folder: Path) -> dict[str, dict[str, Path]]:
@@ -465,10 +574,14 @@ def _find_sets(folder: Path) -> dict[str, dict[str, Path]]:
 
 def _materialise(found: dict[str, Path], cache_dir: Path, progress: bool) -> dict[str, Path]:
     out = {}
+    own = own_cache(cache_dir) if any(p.is_file() for p in found.values()) else None
     for split in ("train", "dev", "test"):
         if split in found:
             p = found[split]
-            out[split] = extract_mind_zip(p, Path(cache_dir) / p.stem, progress) if p.is_file() else p
+            if p.is_file():
+                out[split] = extract_mind_zip(p, own / "extracted" / p.stem, progress, users_file=True)
+            else:
+                out[split] = p
             log.info(f"MIND {split} split: {out[split]}" + (f" (from {p})" if p.is_file() else ""))
     return out
 

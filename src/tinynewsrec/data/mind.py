@@ -45,6 +45,7 @@ so memory stays bounded at MIND-large scale (2.2M impressions, 1.4 GB of behavio
 
 from __future__ import annotations
 
+import codecs
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -83,9 +84,19 @@ SPLIT_ORDER = ("train", "dev", "test")
 BLOCK_SIZE = 32 << 20
 
 #: every counter a split reports, in the order shown; all are present, zero or not
-NEWS_COUNTERS = ("malformed_news_lines", "duplicate_news_ids", "empty_titles", "empty_abstracts")
+NEWS_COUNTERS = (
+    "malformed_news_lines",
+    "news_header_lines",
+    "news_invalid_utf8_lines",
+    "duplicate_news_ids",
+    "empty_titles",
+    "empty_abstracts",
+)
 BEHAVIOR_COUNTERS = (
     "malformed_behavior_lines",
+    "behavior_header_lines",
+    "behavior_invalid_utf8_lines",
+    "duplicate_impression_ids",
     "bad_impression_id",
     "bad_time",
     "bad_labels",
@@ -101,8 +112,13 @@ BEHAVIOR_COUNTERS = (
 #: the counters of dropped or repaired lines, ids and values (the others count kept oddities)
 REPAIR_COUNTERS = (
     "malformed_news_lines",
+    "news_header_lines",
+    "news_invalid_utf8_lines",
     "duplicate_news_ids",
     "malformed_behavior_lines",
+    "behavior_header_lines",
+    "behavior_invalid_utf8_lines",
+    "duplicate_impression_ids",
     "bad_impression_id",
     "bad_time",
     "bad_labels",
@@ -148,6 +164,11 @@ def ingest(
         )
         metrics[name] = _ordered(stats)
         s = metrics[name]
+        if name in ("train", "dev") and not s["labeled"]:
+            raise DataError(
+                f"MIND {name} split {behaviors_path}: no candidate has a click label ('N123-1' / 'N123-0'), as in "
+                f"MIND's unlabeled test set; the {name} split needs labels (is this the test zip?)"
+            )
         repairs = sum(s[k] for k in REPAIR_COUNTERS)
         log.info(
             f"{name}: {s['news']:,} news, {s['impressions']:,} impressions of {s['users']:,} users, "
@@ -229,14 +250,54 @@ def _csv_options(columns: tuple[str, ...], handler: _MalformedLines, block_size:
     )
 
 
+# ------------------------------------------------------------------------- encoding
+
+
+def _valid_utf8(data: bytes | memoryview, path: Path, first_line: int, counter: list[int]) -> bytes | memoryview:
+    """``data`` itself if it is UTF-8; else the same lines with each undecodable byte as U+FFFD.
+
+    The lines repaired are counted in ``counter[0]`` and the first one is named in a warning
+    (``first_line`` is the 1-based number of the first line of ``data`` in ``path``).
+    """
+    try:
+        codecs.decode(data, "utf-8")
+        return data
+    except UnicodeDecodeError:
+        pass
+    lines = bytes(data).split(b"\n")
+    bad = []
+    for i, line in enumerate(lines):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(i)
+            lines[i] = line.decode("utf-8", errors="replace").encode("utf-8")
+    counter[0] += len(bad)
+    log.warning(
+        f"{path}: {len(bad):,} line(s) here hold bytes that are not UTF-8 (first: line {first_line + bad[0]:,}); "
+        "each such byte was read as U+FFFD and the lines kept (counted)"
+    )
+    return b"\n".join(lines)
+
+
+def _header_rows(table: pa.Table, columns: tuple[str, ...]) -> pa.Array:
+    """True for a row that is the column names themselves (a header line MIND does not have)."""
+    mask = pc.equal(table[columns[0]], columns[0])
+    for c in columns[1:3]:
+        mask = pc.and_(mask, pc.equal(table[c], c))
+    return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
+
+
 # ----------------------------------------------------------------------------- news
 
 
 def _read_news(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     """Read one news.tsv; drop malformed lines and repeated ids (first kept), counting both."""
     malformed = _MalformedLines()
+    invalid_utf8 = [0]
+    data = _valid_utf8(path.read_bytes(), path, 1, invalid_utf8)
     try:
-        table = pcsv.read_csv(path, **_csv_options(NEWS_COLUMNS, malformed, BLOCK_SIZE))
+        table = pcsv.read_csv(pa.py_buffer(data), **_csv_options(NEWS_COLUMNS, malformed, BLOCK_SIZE))
     except pa.ArrowInvalid as e:
         if "Empty CSV file" in str(e):
             table = pa.table({c: pa.array([], pa.string()) for c in NEWS_COLUMNS})
@@ -245,6 +306,10 @@ def _read_news(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     lines = table.num_rows + malformed.count
     if lines == 0:
         raise DataError(f"{path}: the file is empty (expected MIND news.tsv lines)")
+    header = _header_rows(table, NEWS_COLUMNS)
+    n_header = pc.sum(header).as_py() or 0
+    if n_header:
+        table = table.filter(pc.invert(header))
     has_id = pc.not_equal(table["news_id"], "")
     n_no_id = table.num_rows - (pc.sum(has_id).as_py() or 0)
     if n_no_id == table.num_rows:
@@ -254,6 +319,8 @@ def _read_news(path: Path) -> tuple[pa.Table, dict[str, Any]]:
             + (f" (e.g. {'; '.join(malformed.examples)})" if malformed.examples else "")
         )
     malformed.warn(path, len(NEWS_COLUMNS))
+    if n_header:
+        log.warning(f"{path}: skipped {n_header:,} header line(s) (news_id, category, ...): MIND files have none")
     if n_no_id:
         log.warning(f"{path}: skipped {n_no_id:,} line(s) with an empty news id")
         table = table.filter(has_id)
@@ -269,6 +336,8 @@ def _read_news(path: Path) -> tuple[pa.Table, dict[str, Any]]:
         "news_lines": lines,
         "news": table.num_rows,
         "malformed_news_lines": malformed.count + n_no_id,
+        "news_header_lines": n_header,
+        "news_invalid_utf8_lines": invalid_utf8[0],
         "duplicate_news_ids": n_dup,
         "empty_titles": pc.sum(pc.equal(pc.utf8_trim_whitespace(table["title"]), "")).as_py() or 0,
         "empty_abstracts": pc.sum(pc.equal(pc.utf8_trim_whitespace(table["abstract"]), "")).as_py() or 0,
@@ -353,6 +422,8 @@ class _BehaviorStats:
     candidates: int = 0
     history_len: int = 0
     users: list[pa.Array] = field(default_factory=list)
+    #: impression ids written so far (sorted), to drop a repeated one
+    seen_ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
 
     def add(self, key: str, n: int) -> None:
         self.counts[key] += int(n)
@@ -383,8 +454,13 @@ def _stream_behaviors(
         tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"{split} behaviors", disable=not progress) as bar,
     ):
         wrote_unlabeled = False
+        line_no = 1
+        invalid_utf8 = [0]
         for block in _line_blocks(f, block_size):
-            batch = _parse_block(block, path, malformed)
+            raw_len = len(block)
+            text = _valid_utf8(block, path, line_no, invalid_utf8)
+            line_no += bytes(block).count(b"\n") if isinstance(block, memoryview) else block.count(b"\n")
+            batch = _parse_block(text if isinstance(text, memoryview) else memoryview(text), path, malformed)
             stats.lines += batch.num_rows
             table, labeled = _behaviors_block(batch, lookup, stats, labeled)
             if labeled is False:
@@ -393,7 +469,7 @@ def _stream_behaviors(
                 raise _Relabel
             if table.num_rows:
                 writer.write_table(table)
-            bar.update(len(block))
+            bar.update(raw_len)
         stats.lines += malformed.count
         n_ok = stats.lines - malformed.count
         if stats.lines == 0:
@@ -413,6 +489,13 @@ def _stream_behaviors(
             )
     malformed.warn(path, len(BEHAVIOR_COLUMNS))
     stats.add("malformed_behavior_lines", malformed.count)
+    stats.add("behavior_invalid_utf8_lines", invalid_utf8[0])
+    if stats.counts["behavior_header_lines"]:
+        log.warning(f"{path}: skipped {stats.counts['behavior_header_lines']:,} header line(s) (impression_id, "
+                    "user_id, ...): MIND files have none")
+    if stats.counts["duplicate_impression_ids"]:
+        log.warning(f"{path}: {stats.counts['duplicate_impression_ids']:,} line(s) repeat an earlier impression id; "
+                    "the first line of each id is kept")
     referenced, coverage = lookup.coverage()
     n_users = len(pc.unique(pa.chunked_array(stats.users, pa.string())))
     return {
@@ -507,12 +590,26 @@ def _behaviors_block(
     and the (possibly just decided) ``labeled``; an empty table and True when labelled
     candidates appear in a split that looked unlabeled so far (the caller starts again).
     """
+    # a header line (impression_id, user_id, time, ...) is not a row
+    header = pc.and_(pc.equal(batch.column("impression_id"), "impression_id"), pc.equal(batch.column("user_id"), "user_id"))
+    n_header = pc.sum(header).as_py() or 0
+    if n_header:
+        stats.add("behavior_header_lines", n_header)
+        batch = batch.filter(pc.invert(header))
     # impression id: a non-negative integer, else the row is dropped
     ok = pc.match_substring_regex(batch.column("impression_id"), r"^[0-9]{1,18}$")
     n_ok = pc.sum(ok).as_py() or 0
     stats.add("bad_impression_id", batch.num_rows - n_ok)
     if n_ok < batch.num_rows:
         batch = batch.filter(ok)
+    # a repeated impression id: the first line is kept (ids key prediction.txt and the metrics)
+    ids = pc.cast(batch.column("impression_id"), pa.int64()).to_numpy(zero_copy_only=False)
+    first = _first_occurrences(ids) & ~np.isin(ids, stats.seen_ids, assume_unique=False)
+    if not first.all():
+        stats.add("duplicate_impression_ids", (~first).sum())
+        batch = batch.filter(pa.array(first))
+        ids = ids[first]
+    stats.seen_ids = np.union1d(stats.seen_ids, ids)
     n = batch.num_rows
 
     # candidates "N1-1 N2-0" (or bare "N1 N2" in the test split). The label is the last two

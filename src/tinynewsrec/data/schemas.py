@@ -76,4 +76,4 @@ def read_tokens(path=TOKENS_PATH) -> pa.Table:
     """data/tokens/news.parquet (:data:`TOKENS`), or a one-line error naming the split stage."""
     from ..io import read_parquet
 
-    return read_parquet(path, "split", schema=TOKENS)
+    return read_parquet(path, stage="split", schema=TOKENS)

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import torch
 
-from ..errors import ParamError
+from ..errors import DataError, ParamError
 
 DEFAULT_PLM = "default"
 
@@ -45,6 +45,68 @@ def resolve_plm_path(name: str) -> str:
     return name  # a hub id; loading it needs network access
 
 
+def _hub_reachable(name: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, naming ``plm.name``, when a hub id cannot be fetched (offline, unknown id)."""
+    import requests
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ParamError(
+            f"plm.name: {name!r} is neither 'default' nor a local model folder, and HF_HUB_OFFLINE is set "
+            "(so it cannot come from the Hugging Face hub); set plm.name to a local folder"
+        )
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        r = requests.head(f"{endpoint}/{name}/resolve/main/config.json", timeout=timeout, allow_redirects=True)
+    except requests.RequestException as e:
+        raise ParamError(
+            f"plm.name: {name!r} is not a local model folder and the hub {endpoint} is unreachable "
+            f"({type(e).__name__}); download the model to a folder and set plm.name to it"
+        ) from None
+    if r.status_code >= 400:
+        raise ParamError(f"plm.name: {name!r} is not a local model folder, and the hub answers HTTP {r.status_code} "
+                         "for it (no such model, or a gated one)")
+
+
+def check_plm(plm_params) -> dict:
+    """Check the ``plm`` section against the PLM itself, in a second, before any stage writes.
+
+    Reads only the model's config: ``plm.name`` must name a BERT-family model (a hub id must be
+    cached or reachable), ``plm.title_len`` and ``plm.body_len`` must fit its position
+    embeddings, and ``plm.trainable_layers`` must leave at least one layer frozen (the frozen
+    layers' output is what cache_frozen caches). Returns the config as a dict.
+    """
+    from transformers import AutoConfig
+
+    name = plm_params.name
+    path = resolve_plm_path(name)
+    if not Path(path).is_dir():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = isinstance(try_to_load_from_cache(path, "config.json"), str)
+        except Exception:  # an id the cache lookup does not accept: let the hub check say so
+            cached = False
+        if not cached:
+            _hub_reachable(name)
+    try:
+        config = AutoConfig.from_pretrained(path).to_dict()
+    except (OSError, ValueError) as e:
+        raise ParamError(f"plm.name: cannot read the model config of {name!r}: {' '.join(str(e).split())}") from None
+    depth, positions = config.get("num_hidden_layers"), config.get("max_position_embeddings")
+    if not isinstance(depth, int) or not isinstance(positions, int):
+        raise ParamError(f"plm.name: {name!r} is not a BERT-family encoder (its config has no num_hidden_layers "
+                         "or max_position_embeddings)")
+    for key in ("title_len", "body_len"):
+        value = getattr(plm_params, key)
+        if value > positions:
+            raise ParamError(f"params.yaml: plm.{key} must be at most {positions}, the maximum positions of "
+                             f"{name!r}, got {value}")
+    if plm_params.trainable_layers >= depth:
+        raise ParamError(f"params.yaml: plm.trainable_layers must be between 0 and {depth - 1} ({name!r} has "
+                         f"{depth} layers and at least one stays frozen), got {plm_params.trainable_layers}")
+    return config
+
+
 def load_tokenizer(name: str):
     """The PLM's fast tokenizer."""
     from transformers import AutoTokenizer
@@ -52,8 +114,8 @@ def load_tokenizer(name: str):
     path = resolve_plm_path(name)
     try:
         return AutoTokenizer.from_pretrained(path, use_fast=True)
-    except OSError as e:
-        raise ParamError(f"plm.name: cannot load a tokenizer from {name!r}: {e}") from None
+    except (OSError, ValueError) as e:
+        raise ParamError(f"plm.name: cannot load a tokenizer from {name!r}: {' '.join(str(e).split())}") from None
 
 
 @contextlib.contextmanager
@@ -100,12 +162,18 @@ def load_plm(
     from transformers import AutoModel
 
     path = resolve_plm_path(name)
-    kwargs = {} if _has_pooler(path) else {"add_pooling_layer": False}  # our checkpoints have none
+    from safetensors import SafetensorError
+
     try:
+        kwargs = {} if _has_pooler(path) else {"add_pooling_layer": False}  # our checkpoints have none
         with quiet_transformers():
             plm = AutoModel.from_pretrained(path, dtype=torch.float32, **kwargs)
-    except (OSError, ValueError) as e:
-        raise ParamError(f"plm.name: cannot load a model from {name!r}: {e}") from None
+    except (OSError, ValueError, SafetensorError) as e:
+        text = " ".join(str(e).split())
+        if Path(path).is_dir():  # a folder on disk: its files are corrupt, not the name
+            raise DataError(f"{path}: the model weights are unreadable ({type(e).__name__}: {text}); "
+                            "rebuild it (rerun the stage that wrote it) or fix plm.name") from None
+        raise ParamError(f"plm.name: cannot load a model from {name!r}: {text}") from None
     if not hasattr(plm, "encoder") or not hasattr(plm, "embeddings"):
         raise ParamError(
             f"plm.name: {name!r} is a {type(plm).__name__}, not a BERT-family encoder "

@@ -212,14 +212,20 @@ class PLMNR(Recommender):
     def from_pretrained(cls, folder: str | os.PathLike, trainable_layers: int = 0) -> "PLMNR":
         """Load a checkpoint written by :meth:`save_pretrained` (PLM frozen except its last
         ``trainable_layers``; heads trainable)."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         folder = Path(folder)
         try:
             meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
             heads = load_file(str(folder / "heads.safetensors"))
-        except (OSError, ValueError) as e:
-            raise DataError(f"{folder}: not a readable PLM-NR checkpoint ({e}); rerun the stage that wrote it") from None
+        except (OSError, ValueError, SafetensorError) as e:
+            text = " ".join(str(e).split())
+            raise DataError(
+                f"{folder}: not a readable PLM-NR checkpoint ({type(e).__name__}: {text}); rerun the stage that wrote it"
+            ) from None
+        if not isinstance(meta, dict):
+            raise DataError(f"{folder}/config.json: not a PLM-NR checkpoint config; rerun the stage that wrote it")
         if meta.get("model") != "plmnr":
             raise DataError(f"{folder}/config.json: model is {meta.get('model')!r}, expected 'plmnr'")
         model = cls(load_plm(str(folder / "plm"), trainable_layers=trainable_layers), PLMNRConfig(**meta["plmnr"]))

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..io import atomic_dir
+from ..io import atomic_dir, sweep_stale
 
 log = logging.getLogger("tinynewsrec")
 
@@ -80,24 +80,52 @@ class Checkpointer:
             (tmp / "state.json").write_text(json.dumps(meta, indent=1))
 
     def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict | None:
-        """Restore the last saved state; ``None`` when there is none or it is for another config."""
+        """Restore the last saved state; ``None`` when there is none or it is for another config.
+
+        A resume state that cannot be read (truncated, edited, from another code version) is
+        only a cache of finished epochs: it is deleted with a warning naming it, and training
+        starts from the first epoch. It never blocks the stage.
+        """
+        from safetensors import SafetensorError
+
         meta_path = self.folder / "state.json"
         if not meta_path.exists():
             return None
-        meta = json.loads(meta_path.read_text())
-        if meta.get("fingerprint") != self.fingerprint:
-            return None
-        tensors = load_file(self.folder / "state.safetensors")
         params = dict(model.named_parameters())
-        with torch.no_grad():
-            for key, value in tensors.items():
-                if key.startswith("model."):
-                    params[key[len("model."):]].copy_(value)
-        if meta.get("optimizer") is None:
-            log.warning("%s holds no optimizer state (saved under a sharded strategy); Adam restarts", self.folder)
-        else:
-            optimizer.load_state_dict(_optimizer_from_flat(tensors, meta["optimizer"]))
-        return meta["counters"]
+        before = {n: p.detach().clone() for n, p in params.items() if p.requires_grad}
+        optimizer_before = optimizer.state_dict()
+        try:
+            meta = json.loads(meta_path.read_text())
+            if not isinstance(meta, dict) or meta.get("fingerprint") != self.fingerprint:
+                return None
+            tensors = load_file(self.folder / "state.safetensors")
+            saved = {key[len("model."):]: value for key, value in tensors.items() if key.startswith("model.")}
+            for name, value in saved.items():
+                if name not in params or params[name].shape != value.shape:
+                    raise ValueError(f"parameter {name} does not match the model")
+            with torch.no_grad():
+                for name, value in saved.items():
+                    params[name].copy_(value)
+            if meta.get("optimizer") is None:
+                log.warning("%s holds no optimizer state (saved under a sharded strategy); Adam restarts", self.folder)
+            else:
+                optimizer.load_state_dict(_optimizer_from_flat(tensors, meta["optimizer"]))
+            counters = meta["counters"]
+            if not isinstance(counters, dict):
+                raise ValueError("counters are not a mapping")
+            return counters
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+            text = " ".join(str(e).split())
+            log.warning(f"{self.folder}: the resume state is unreadable ({type(e).__name__}: {text}); "
+                        "deleted it, training starts from the first epoch")
+            with torch.no_grad():  # undo a partial restore
+                for name, value in before.items():
+                    params[name].copy_(value)
+            optimizer.load_state_dict(optimizer_before)
+            self.clear()
+            return None
 
     def clear(self) -> None:
+        """Delete the resume state, and the temporaries of a save that was killed (SIGKILL)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        sweep_stale(self.folder)

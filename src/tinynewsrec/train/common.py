@@ -52,7 +52,7 @@ def build_caches(params: Params, tokens: pa.Table, out_dir: str | Path = CACHE_D
 def read_samples(path: Path) -> pa.Table:
     """History and candidates of the training samples (data/samples/train.parquet; the click
     is ``candidates[0]``), for the teachers and the students alike."""
-    table = read_parquet(path, "split", columns=["history", "candidates"])
+    table = read_parquet(path, stage="split", columns=["history", "candidates"])
     if table.num_rows == 0:
         raise DataError(f"{path} has no training samples; check the data params and rerun split")
     return table
@@ -82,11 +82,11 @@ def save_trained(model, folder: Path, metrics_dir: Path, history: list[dict], cu
         last = history[-1] if history else {}
         extra = {**info, "epochs": len(history), "steps": curve.step, "train_loss": last.get("loss"),
                  "train_accuracy": last.get("accuracy")}
-        with atomic_dir(folder) as tmp:
-            model.save_pretrained(tmp, state_dict=state, **extra)
         summary = {"train": {k: v for k, v in last.items() if k != "epoch"}, "epochs": len(history),
                    "steps": curve.step}
-        curve.write(metrics_dir, summary)
+        with atomic_dir(folder) as tmp:  # the model replaces the old one only once its curves are written
+            model.save_pretrained(tmp, state_dict=state, **extra)
+            curve.write(metrics_dir, summary)
         checkpointer.clear()
         log.info("wrote %s (final train loss %.4f)", folder, last.get("loss", math.nan))
     accelerator.wait_for_everyone()

@@ -357,9 +357,16 @@ class SnapshotStore:
         return self.path(step).exists()
 
     def load(self, step: int) -> dict[str, torch.Tensor]:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(self.path(step)))
+        try:
+            return load_file(str(self.path(step)))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise DataError(
+                f"{self.path(step)}: a kept post-training checkpoint is unreadable ({type(e).__name__}: "
+                f"{' '.join(str(e).split())}); delete {self.folder} and rerun post_train (it starts again)"
+            ) from None
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
