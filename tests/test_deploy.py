@@ -1,0 +1,307 @@
+"""Deployment (issue 15): the self-contained model folder, news index, recommend CLI, on a tiny
+random PLM-NR (2 layers, hidden 32) and a handful of news."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from tinynewsrec.deploy import export_model_folder, load_for_serving
+from tinynewsrec.deploy.cli import main as cli
+from tinynewsrec.deploy.index import NewsIndex, faiss_available
+from tinynewsrec.deploy.news import read_news_table
+from tinynewsrec.deploy.recommend import Recommendations, read_behaviors_tsv
+from tinynewsrec.errors import DataError
+from tinynewsrec.io import atomic_dir
+from tinynewsrec.metrics import read_prediction_file
+from tinynewsrec.models.plm import load_tokenizer, make_tiny_bert
+from tinynewsrec.models.plmnr import PLMNR, PLMNRConfig
+from tinynewsrec.recommender import load_recommender
+
+SMALL = PLMNRConfig(news_dim=16, news_query_dim=8, user_query_dim=8)
+
+TITLES = [
+    "stocks rally as markets close higher", "the best pasta recipes for winter", "football team wins the cup final",
+    "new phone released with a bigger screen", "how to train for a marathon", "election results in three states",
+    "movie review: a quiet summer", "storm brings snow to the north", "ten tips to save money on travel",
+    "scientists find water on a distant moon", "basketball star signs a new contract", "easy breakfast ideas",
+]
+NEWS_IDS = [f"N{i + 1}" for i in range(len(TITLES))]
+
+
+def make_model(folder: Path, seed: int = 0) -> Path:
+    """A tiny random PLM-NR saved as the pipeline saves one (cold-user vector made non-zero)."""
+    torch.manual_seed(seed)
+    model = PLMNR(make_tiny_bert(num_layers=2, hidden=32, seed=seed), SMALL)
+    with torch.no_grad():
+        model.user_encoder.empty_user.normal_()
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp, method="test stand-in", epochs=1, steps=3)
+    return folder
+
+
+def write_news_tsv(path: Path) -> Path:
+    lines = [f"{nid}\tnews\tgeneral\t{t}\tan abstract\thttp://x\t[]\t[]" for nid, t in zip(NEWS_IDS, TITLES)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_behaviors_tsv(path: Path) -> Path:
+    rows = [
+        "1\tU1\t11/11/2019 9:05:58 AM\tN1 N3\tN2-1 N4-0 N5-0",
+        "2\tU2\t11/11/2019 9:06:58 AM\t\tN6-0 N7-1",
+        "3\tU1\t11/12/2019 9:05:58 AM\tN1 N3 N9\tN10-0 N11-0 N12-1 N8-0",
+    ]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("default")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tokenizer):
+    root = tmp_path_factory.mktemp("deploy")
+    model = make_model(root / "models" / "student")
+    (root / "metrics").mkdir()
+    (root / "metrics" / "eval.json").write_text(json.dumps({"student": {"auc": 0.61, "mrr": 0.3}}))
+    exported = export_model_folder(model, root / "exported", plm_name="default", title_len=16, history_len=5,
+                                   metrics={"auc": 0.61, "mrr": 0.3}, metrics_source="eval.json, row student",
+                                   tokenizer=tokenizer)
+    news = write_news_tsv(root / "news.tsv")
+    return {"root": root, "model": model, "exported": exported, "news": news,
+            "behaviors": write_behaviors_tsv(root / "behaviors.tsv")}
+
+
+@pytest.fixture(scope="module")
+def index(files, tokenizer):
+    recommender = load_recommender(files["exported"])
+    return NewsIndex.build(recommender, tokenizer, read_news_table(files["news"]), 16, progress=False)
+
+
+# --- 1. the exported folder ---------------------------------------------------------------
+
+
+def test_exported_folder_has_config_heads_plm_tokenizer_and_card(files):
+    out = files["exported"]
+    for name in ("config.json", "heads.safetensors", "README.md", "plm/config.json", "plm/model.safetensors",
+                 "plm/tokenizer.json", "plm/tokenizer_config.json"):
+        assert (out / name).is_file(), name
+
+
+def test_exported_folder_loads_alone_after_the_source_is_gone(files, tmp_path, monkeypatch):
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(files["exported"], copy)
+    monkeypatch.chdir(tmp_path)  # no params.yaml, no data/, no models/ here
+    original = load_recommender(files["model"])
+    loaded = load_recommender(copy)
+    for (k, a), (_, b) in zip(original.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_load_for_serving_returns_the_saved_tokenizer_and_serving_config(files, tokenizer):
+    _, tok, serving = load_for_serving(files["exported"])
+    assert tok("a quiet summer")["input_ids"] == tokenizer("a quiet summer")["input_ids"]
+    assert serving["title_len"] == 16 and serving["history_len"] == 5 and serving["plm_name"] == "default"
+
+
+def test_plm_subfolder_is_a_hugging_face_folder_without_pooler_warnings(files, capfd):
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_warning()
+    AutoModel.from_pretrained(str(files["exported"] / "plm"), add_pooling_layer=False)
+    AutoTokenizer.from_pretrained(str(files["exported"] / "plm"))
+    captured = capfd.readouterr()
+    assert "pooler" not in (captured.out + captured.err).lower()
+
+
+def test_model_card_names_kind_layers_parameters_and_metrics(files):
+    card = (files["exported"] / "README.md").read_text()
+    params = sum(p.numel() for p in load_recommender(files["model"]).parameters())
+    assert "`plmnr`" in card and "| PLM layers | 2 |" in card and f"{params:,}" in card
+    assert "| auc | 0.6100 |" in card and "test stand-in" in card
+
+
+def test_exported_config_does_not_point_back_into_the_pipeline(files):
+    text = (files["exported"] / "config.json").read_text() + (files["exported"] / "README.md").read_text()
+    assert str(files["root"]) not in text
+
+
+def test_export_of_a_folder_of_another_kind_is_a_one_line_error(files, tmp_path):
+    (tmp_path / "seq").mkdir()
+    (tmp_path / "seq" / "config.json").write_text(json.dumps({"model": "sasrec"}))
+    with pytest.raises(DataError, match="kind 'sasrec'"):
+        export_model_folder(tmp_path / "seq", tmp_path / "out", plm_name="default")
+
+
+def test_export_model_cli_reads_the_metrics_row(files, tmp_path, capsys):
+    rc = cli(["-q", "export-model", str(files["model"]), str(tmp_path / "out"), "--plm", "default",
+              "--metrics", str(files["root"] / "metrics" / "eval.json"), "--row", "student"])
+    assert rc == 0 and json.loads((tmp_path / "out" / "config.json").read_text())["metrics"]["auc"] == 0.61
+
+
+def test_export_model_cli_with_an_unknown_metrics_row_exits_2(files, tmp_path, capsys):
+    rc = cli(["-q", "export-model", str(files["model"]), str(tmp_path / "out"), "--plm", "default",
+              "--metrics", str(files["root"] / "metrics" / "eval.json"), "--row", "teacher_9"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "teacher_9" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+# --- 3. the news index --------------------------------------------------------------------
+
+
+def test_index_rows_are_the_models_news_vectors_of_the_titles(files, index, tokenizer):
+    model = load_recommender(files["exported"])
+    enc = tokenizer([TITLES[4]], truncation=True, max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        vec = model.encode_news({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+    assert index.ids == NEWS_IDS and torch.allclose(index.vectors[4], vec[0], atol=1e-5)
+
+
+def test_index_saves_and_loads_ids_titles_and_vectors(index, tmp_path):
+    index.save(tmp_path / "index.safetensors")
+    back = NewsIndex.load(tmp_path / "index.safetensors")
+    assert back.ids == index.ids and back.titles == TITLES and torch.equal(back.vectors, index.vectors)
+
+
+def test_a_file_that_is_not_an_index_is_a_one_line_error(tmp_path):
+    (tmp_path / "x.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(DataError, match="not a news index"):
+        NewsIndex.load(tmp_path / "x.safetensors")
+
+
+def brute_force(vectors: torch.Tensor, queries: torch.Tensor, k: int) -> np.ndarray:
+    scores = (queries @ vectors.T).numpy()
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def test_exact_topk_in_blocks_equals_a_brute_force_sort():
+    g = torch.Generator().manual_seed(0)
+    index = NewsIndex([f"N{i}" for i in range(1000)], torch.randn(1000, 8, generator=g))
+    queries = torch.randn(7, 8, generator=g)
+    _, pos = index.topk(queries, 25, block=97)
+    assert np.array_equal(pos.numpy(), brute_force(index.vectors, queries, 25))
+
+
+def test_topk_never_returns_an_excluded_news():
+    g = torch.Generator().manual_seed(1)
+    index = NewsIndex([f"N{i}" for i in range(50)], torch.randn(50, 4, generator=g))
+    queries = torch.randn(1, 4, generator=g)
+    best = brute_force(index.vectors, queries, 50)[0]
+    _, pos = index.topk(queries, 5, exclude=[best[:3].tolist()])
+    assert pos[0].tolist() == best[3:8].tolist()
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss-cpu is not installed (optional extra 'deploy')")
+def test_faiss_flat_ip_gives_the_same_topk_as_torch():
+    g = torch.Generator().manual_seed(2)
+    index = NewsIndex([f"N{i}" for i in range(500)], torch.randn(500, 8, generator=g))
+    queries = torch.randn(5, 8, generator=g)
+    s_t, p_t = index.topk(queries, 10)
+    s_f, p_f = index.topk(queries, 10, backend="faiss")
+    assert torch.equal(p_t, p_f) and torch.allclose(s_t, s_f, atol=1e-5)
+
+
+def test_news_parquet_and_news_tsv_give_the_same_table(files, tmp_path):
+    tsv = read_news_table(files["news"])
+    pq.write_table(pa.table({"news_id": NEWS_IDS, "news_index": pa.array(range(1, 13), pa.int32()),
+                             "title": TITLES}), tmp_path / "news.parquet")
+    par = read_news_table(tmp_path / "news.parquet")
+    assert par["news_id"].to_pylist() == tsv["news_id"].to_pylist() and par["title"].to_pylist() == TITLES
+
+
+# --- 2. recommend -------------------------------------------------------------------------
+
+
+def test_recommend_ranks_by_the_user_vectors_dot_products_without_the_history(files, index):
+    recs = Recommendations(load_recommender(files["exported"]), index, history_len=5)
+    result = recs.recommend(["N1", "N3"], k=4)
+    user = recs.user_vectors([["N1", "N3"]])[0]
+    scores = (index.vectors @ user).numpy()
+    scores[[0, 2]] = -np.inf
+    assert [it["news_id"] for it in result["items"]] == [NEWS_IDS[i] for i in np.argsort(-scores)[:4]]
+    assert result["items"][0]["title"] == TITLES[int(np.argmax(scores))] and not result["cold_user"]
+
+
+def test_the_user_vector_reads_only_the_last_history_len_clicks(files, index):
+    recs = Recommendations(load_recommender(files["exported"]), index, history_len=2)
+    assert torch.allclose(recs.user_vectors([["N1", "N2", "N3", "N4"]]), recs.user_vectors([["N3", "N4"]]))
+
+
+def test_cli_prints_k_lines_with_ids_titles_and_scores(files, capsys):
+    rc = cli(["-q", "recommend", str(files["exported"]), "--news", str(files["news"]), "--history", "N1", "N3",
+              "-k", "3"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0 and len(out) == 3
+    rank, score, news_id, *title = out[0].split()
+    assert rank == "1" and float(score) and news_id in NEWS_IDS and " ".join(title) == TITLES[NEWS_IDS.index(news_id)]
+
+
+def test_cli_unknown_history_ids_exit_2_and_are_named(files, capsys):
+    rc = cli(["-q", "recommend", str(files["exported"]), "--news", str(files["news"]), "--history", "N1", "N404"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "N404" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_empty_history_uses_the_cold_user_vector_and_says_so(files, index, capsys):
+    rc = cli(["-q", "recommend", str(files["exported"]), "--news", str(files["news"]), "--history", "-k", "2"])
+    captured = capsys.readouterr()
+    cold = load_recommender(files["exported"]).user_encoder.empty_user.detach()
+    best = [NEWS_IDS[i] for i in torch.argsort(index.vectors @ cold, descending=True)[:2].tolist()]
+    assert rc == 0 and "empty" in captured.err and [line.split()[2] for line in captured.out.splitlines()] == best
+
+
+def test_cli_takes_a_users_history_from_a_behaviors_file(files, capsys):
+    cli(["-q", "recommend", str(files["exported"]), "--news", str(files["news"]), "--user", "U1", "--behaviors",
+         str(files["behaviors"]), "-k", "12"])
+    shown = [line.split()[2] for line in capsys.readouterr().out.splitlines()]
+    assert len(shown) == 9 and not {"N1", "N3", "N9"} & set(shown)  # U1's last history is N1 N3 N9
+
+
+def test_cli_a_model_folder_of_the_wrong_kind_exits_2(files, tmp_path, capsys):
+    (tmp_path / "seq").mkdir()
+    (tmp_path / "seq" / "config.json").write_text(json.dumps({"model": "sasrec"}))
+    rc = cli(["-q", "recommend", str(tmp_path / "seq"), "--news", str(files["news"]), "--history", "N1"])
+    assert rc == 2 and "sasrec" in capsys.readouterr().err
+
+
+def test_cli_a_missing_news_file_exits_2_and_names_it(files, tmp_path, capsys):
+    rc = cli(["-q", "recommend", str(files["exported"]), "--news", str(tmp_path / "nope.tsv"), "--history", "N1"])
+    assert rc == 2 and "nope.tsv" in capsys.readouterr().err
+
+
+def test_cli_an_index_from_another_model_exits_2(files, index, tmp_path, capsys):
+    index.meta["model_sha256"] = "0" * 64
+    index.save(tmp_path / "other.safetensors")
+    index.meta["model_sha256"] = ""
+    rc = cli(["-q", "recommend", str(files["exported"]), "--index", str(tmp_path / "other.safetensors"),
+              "--history", "N1"])
+    assert rc == 2 and "another model" in capsys.readouterr().err
+
+
+def test_behaviors_tsv_reads_histories_candidates_and_labels(files):
+    table = read_behaviors_tsv(files["behaviors"])
+    assert table["history"].to_pylist()[1] == [] and table["candidates"].to_pylist()[0] == ["N2", "N4", "N5"]
+    assert table["labels"].to_pylist()[1] == [0, 1]
+
+
+def test_batch_mode_writes_prediction_txt_ranking_each_impressions_candidates(files, index, tmp_path):
+    rc = cli(["-q", "recommend", str(files["exported"]), "--news", str(files["news"]), "--behaviors",
+              str(files["behaviors"]), "--prediction", str(tmp_path / "prediction.txt")])
+    ids, ranks, offsets = read_prediction_file(tmp_path / "prediction.txt")
+    recs = Recommendations(load_recommender(files["exported"]), index, history_len=5)
+    user = recs.user_vectors([["N1", "N3", "N9"]])[0]
+    cand = index.positions(["N10", "N11", "N12", "N8"])
+    expected = np.argsort(np.argsort(-(index.vectors[cand] @ user).numpy(), kind="stable")) + 1
+    assert rc == 0 and ids.tolist() == [1, 2, 3] and ranks[offsets[2]:offsets[3]].tolist() == expected.tolist()
