@@ -305,3 +305,54 @@ def test_batch_mode_writes_prediction_txt_ranking_each_impressions_candidates(fi
     cand = index.positions(["N10", "N11", "N12", "N8"])
     expected = np.argsort(np.argsort(-(index.vectors[cand] @ user).numpy(), kind="stable")) + 1
     assert rc == 0 and ids.tolist() == [1, 2, 3] and ranks[offsets[2]:offsets[3]].tolist() == expected.tolist()
+
+
+# --- 4. ONNX ------------------------------------------------------------------------------
+
+onnx_missing = pytest.mark.skipif(
+    not all(__import__("importlib").util.find_spec(m) for m in ("onnx", "onnxruntime")),
+    reason="onnx / onnxruntime are not installed (optional extra 'deploy')")
+
+
+@pytest.fixture(scope="module")
+def onnx_report(files, tmp_path_factory):
+    from tinynewsrec.deploy.onnx_export import export_onnx
+
+    return export_onnx(files["exported"], tmp_path_factory.mktemp("onnx"), int8=True)
+
+
+@onnx_missing
+def test_onnx_fp32_encoders_match_pytorch_within_1e_4(onnx_report):
+    assert onnx_report["news_encoder"]["max_abs_diff"] < 1e-4 and onnx_report["user_encoder"]["max_abs_diff"] < 1e-4
+
+
+@onnx_missing
+def test_onnx_news_encoder_takes_any_batch_and_title_length(files, onnx_report):
+    from tinynewsrec.deploy.onnx_export import news_inputs, session
+
+    sess = session(onnx_report["news_encoder"]["path"])
+    for n, t in ((2, 3), (40, 31)):
+        assert sess.run(None, news_inputs(30522, n, t, seed=n))[0].shape == (n, SMALL.news_dim)
+
+
+@onnx_missing
+def test_onnx_user_encoder_gives_the_cold_user_vector_for_an_empty_history(files, onnx_report):
+    from tinynewsrec.deploy.onnx_export import session
+
+    sess = session(onnx_report["user_encoder"]["path"])
+    out = sess.run(None, {"history": np.ones((1, 4, SMALL.news_dim), np.float32), "history_mask": np.zeros((1, 4), bool)})
+    cold = load_recommender(files["exported"]).user_encoder.empty_user.detach().numpy()
+    assert np.allclose(out[0][0], cold, atol=1e-6)
+
+
+@onnx_missing
+def test_onnx_int8_runs_smaller_and_stays_correlated(onnx_report):
+    q = onnx_report["news_encoder.int8"]
+    assert q["bytes"] < onnx_report["news_encoder"]["bytes"] / 2 and q["correlation"] > 0.99
+
+
+@onnx_missing
+def test_export_onnx_cli_writes_the_report(files, tmp_path, capsys):
+    rc = cli(["-q", "export-onnx", str(files["exported"]), str(tmp_path / "onnx")])
+    report = json.loads((tmp_path / "onnx" / "onnx.json").read_text())
+    assert rc == 0 and set(report) == {"news_encoder", "user_encoder"} and "max abs difference" in capsys.readouterr().out

@@ -164,8 +164,8 @@ def model_card(name: str, meta: dict, n_params: int, size_mb: float, serving: di
         "tinynewsrec serve THIS_FOLDER --index index.safetensors --port 8000",
         "```",
         "",
-        "`plm/` alone is a Hugging Face folder: `AutoModel.from_pretrained('THIS_FOLDER/plm')` and "
-        "`AutoTokenizer.from_pretrained('THIS_FOLDER/plm')` load the PLM (without pooler: the news encoder "
+        "`plm/` alone is a Hugging Face folder: `AutoModel.from_pretrained('THIS_FOLDER/plm', add_pooling_layer=False)` and "
+        "`AutoTokenizer.from_pretrained('THIS_FOLDER/plm')` load the PLM (it has no pooler: the news encoder "
         "pools token states, not [CLS]) and its tokenizer.",
         "",
     ]
