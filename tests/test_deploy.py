@@ -356,3 +356,137 @@ def test_export_onnx_cli_writes_the_report(files, tmp_path, capsys):
     rc = cli(["-q", "export-onnx", str(files["exported"]), str(tmp_path / "onnx")])
     report = json.loads((tmp_path / "onnx" / "onnx.json").read_text())
     assert rc == 0 and set(report) == {"news_encoder", "user_encoder"} and "max abs difference" in capsys.readouterr().out
+
+
+# --- 5. the service -----------------------------------------------------------------------
+
+web_missing = pytest.mark.skipif(
+    not all(__import__("importlib").util.find_spec(m) for m in ("fastapi", "uvicorn")),
+    reason="fastapi / uvicorn are not installed (optional extra 'deploy')")
+
+
+@pytest.fixture(scope="module")
+def service(files, index, tmp_path_factory):
+    """The service on 127.0.0.1 (a free port), in a thread of this process; stopped after the module."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from tinynewsrec.deploy.service import create_app
+
+    path = tmp_path_factory.mktemp("svc") / "index.safetensors"
+    index.save(path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(files["exported"], path), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the service did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def call(url: str, path: str, body=None, raw: bytes | None = None) -> tuple[int, dict | str]:
+    import urllib.error
+    import urllib.request
+
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            status, text, kind = r.status, r.read().decode(), r.headers.get("content-type", "")
+    except urllib.error.HTTPError as e:
+        status, text, kind = e.code, e.read().decode(), e.headers.get("content-type", "")
+    return status, json.loads(text) if "json" in kind else text
+
+
+@web_missing
+def test_health_answers_ok_with_the_index_size(service):
+    status, body = call(service, "/health")
+    assert status == 200 and body["status"] == "ok" and body["news"] == len(NEWS_IDS) and body["kind"] == "plmnr"
+
+
+@web_missing
+def test_recommend_answers_what_the_library_recommends(service, files, index):
+    status, body = call(service, "/recommend", {"history": ["N1", "N3"], "k": 4})
+    expected = Recommendations(load_recommender(files["exported"]), index, history_len=5).recommend(["N1", "N3"], 4)
+    assert status == 200, body
+    assert [it["news_id"] for it in body["items"]] == [it["news_id"] for it in expected["items"]]
+    assert body["items"][0]["title"] == expected["items"][0]["title"]
+
+
+@web_missing
+def test_recommend_for_an_empty_history_is_a_cold_user(service):
+    status, body = call(service, "/recommend", {"history": [], "k": 3})
+    assert status == 200 and body["cold_user"] is True and len(body["items"]) == 3
+
+
+@web_missing
+def test_unknown_news_ids_are_a_422_naming_them(service):
+    status, body = call(service, "/recommend", {"history": ["N1", "N404"], "k": 3})
+    assert status == 422 and body["unknown_ids"] == ["N404"] and "N404" in body["error"]
+
+
+@web_missing
+@pytest.mark.parametrize("body", [{"history": "N1"}, {"history": [1, 2]}, {"history": [], "k": 0},
+                                  {"history": [], "k": "ten"}, {"history": [], "user": "U1"}])
+def test_a_wrong_field_is_a_422_with_a_message(service, body):
+    status, answer = call(service, "/recommend", body)
+    assert status == 422 and isinstance(answer["error"], str) and "\n" not in answer["error"]
+
+
+@web_missing
+def test_a_body_that_is_not_json_is_a_400(service):
+    status, body = call(service, "/recommend", raw=b"history=N1")
+    assert status == 400 and "not JSON" in body["error"]
+
+
+@web_missing
+def test_an_unknown_path_is_a_404_in_the_same_json_shape(service):
+    status, body = call(service, "/nothing")
+    assert status == 404 and "/recommend" in body["error"]
+
+
+@web_missing
+def test_the_page_shows_clicked_and_recommended_titles(service):
+    status, page = call(service, "/?history=N1+N3&k=2")
+    assert status == 200 and TITLES[0] in page and TITLES[2] in page and page.count("<tr><td>") == 2
+
+
+@web_missing
+def test_serving_an_index_of_another_model_fails_at_start(files, index, tmp_path):
+    from tinynewsrec.deploy.service import create_app
+
+    index.meta["model_sha256"] = "0" * 64
+    index.save(tmp_path / "other.safetensors")
+    index.meta["model_sha256"] = ""
+    with pytest.raises(DataError, match="another model"):
+        create_app(files["exported"], tmp_path / "other.safetensors")
+
+
+# --- the console script -------------------------------------------------------------------
+
+
+def test_pyproject_declares_the_tinynewsrec_console_script():
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["tinynewsrec"] == "tinynewsrec.deploy.cli:main"
+
+
+def test_a_user_mistake_is_one_line_on_stderr_and_exit_2_in_a_real_process(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    r = subprocess.run([sys.executable, "-m", "tinynewsrec.deploy.cli", "recommend", str(tmp_path / "missing"),
+                        "--news", "x.tsv", "--history", "N1"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: no such model folder"]

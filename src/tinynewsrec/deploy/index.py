@@ -54,6 +54,14 @@ class NewsIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __contains__(self, news_id) -> bool:
+        return news_id in self._position
+
+    def title(self, news_id: str) -> str | None:
+        """The title of ``news_id`` (None if the index does not hold it; "" if it holds no titles)."""
+        pos = self._position.get(news_id)
+        return None if pos is None else (self.titles[pos] if self.titles else "")
+
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
