@@ -158,6 +158,33 @@ def test_export_model_cli_with_an_unknown_metrics_row_exits_2(files, tmp_path, c
     assert rc == 2 and "teacher_9" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+def test_export_refuses_to_replace_a_folder_that_is_not_an_export(files, tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "keep.txt").write_text("precious")
+    with pytest.raises(DataError, match="not an exported model folder"):
+        export_model_folder(files["model"], tmp_path / "models", plm_name="default")
+    assert (tmp_path / "models" / "keep.txt").read_text() == "precious"
+
+
+def test_tokenizer_title_length_and_training_data_default_to_params_yaml(tmp_path):
+    from tinynewsrec.deploy.export import serving_defaults, training_data
+
+    (tmp_path / "params.yaml").write_text("data: {source: synthetic, size: demo, seed: 42, history_len: 7}\n"
+                                          "plm: {name: default, title_len: 24}\n")
+    serving = serving_defaults({}, params_path=tmp_path / "params.yaml")
+    assert (serving["plm_name"], serving["title_len"], serving["history_len"]) == ("default", 24, 7)
+    assert "'synthetic'" in training_data({}, params_path=tmp_path / "params.yaml")
+
+
+def test_loading_the_exported_folder_for_serving_prints_no_pooler_warning(files, capfd):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_warning()
+    load_for_serving(files["exported"])
+    captured = capfd.readouterr()
+    assert "pooler" not in (captured.out + captured.err).lower()
+
+
 # --- 3. the news index --------------------------------------------------------------------
 
 
@@ -267,6 +294,12 @@ def test_cli_takes_a_users_history_from_a_behaviors_file(files, capsys):
          str(files["behaviors"]), "-k", "12"])
     shown = [line.split()[2] for line in capsys.readouterr().out.splitlines()]
     assert len(shown) == 9 and not {"N1", "N3", "N9"} & set(shown)  # U1's last history is N1 N3 N9
+
+
+def test_cli_recommends_from_a_pipeline_model_folder_too(files, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no params.yaml: the default tokenizer and title length
+    rc = cli(["-q", "recommend", str(files["model"]), "--news", str(files["news"]), "--history", "N2", "-k", "2"])
+    assert rc == 0 and len(capsys.readouterr().out.splitlines()) == 2
 
 
 def test_cli_a_model_folder_of_the_wrong_kind_exits_2(files, tmp_path, capsys):

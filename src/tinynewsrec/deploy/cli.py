@@ -49,7 +49,7 @@ def cmd_export_model(args) -> None:
     out = export_model_folder(args.model, args.out, plm_name=args.plm, title_len=args.title_len,
                               history_len=args.history_len, metrics=metrics,
                               metrics_source=f"{Path(args.metrics).name}, row {args.row}" if metrics else None,
-                              name=args.name)
+                              name=args.name, trained_on=args.trained_on)
     print(f"wrote {out} (config.json, heads.safetensors, plm/ with tokenizer, README.md)")
 
 
@@ -123,6 +123,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", help="metrics/eval.json, for the model card")
     s.add_argument("--row", help="the model's row in --metrics (e.g. student)")
     s.add_argument("--name", help="the model's name in the card (default: the folder's name)")
+    s.add_argument("--trained-on", help="what it was trained on, for the card (default: params.yaml's data section)")
     s.set_defaults(func=cmd_export_model)
 
     s = sub.add_parser("build-index", help="encode every news of a table into a news index (safetensors)")

@@ -20,6 +20,10 @@ Decisions where the issue is silent:
   id), else the ``plm.name`` the model's config records (``plm_name``) if a later version writes it,
   else ``plm.name`` of ``params.yaml`` in the current folder, else ``default``; the card and
   ``serving.tokenizer_source`` say which. Title length likewise (``plm.title_len``, default 32).
+- **What it was trained on.** Model folders do not record their data either: the card says
+  ``trained_on`` if given, else ``params.yaml``'s ``data`` section at export time, and says so.
+- **Overwriting.** ``out`` may be new, empty, or an earlier export (replaced as a whole); any other
+  existing folder is refused, so a wrong argument cannot delete, e.g., ``models/``.
 - **Nothing points back.** The card and config name the source model by name and weight hash
   (``source_sha256``), never by a path on the machine that exported it.
 - **Weights are copied**, not re-saved: the exported model is the trained one bit for bit
@@ -86,6 +90,22 @@ def serving_defaults(meta: dict, plm_name: str | None = None, title_len: int | N
             "history_len": hlen, "history_len_source": hlen_src}
 
 
+def training_data(meta: dict, trained_on: str | None = None, params_path: str | os.PathLike = "params.yaml") -> str:
+    """One line saying what the model was trained on: ``trained_on`` if given, else the model config's
+    ``trained_on``, else ``params.yaml``'s ``data`` section at export time (said so), else unknown."""
+    if trained_on:
+        return trained_on
+    if meta.get("trained_on"):
+        return str(meta["trained_on"])
+    data = _params_yaml(params_path).get("data")
+    if isinstance(data, dict) and data.get("source"):
+        what = f"MIND-format data, source {data['source']!r}"
+        if data["source"] == "synthetic" and data.get("size"):
+            what += f" (size {data['size']!r}, seed {data.get('seed')})"
+        return f"{what}, as params.yaml said when the model was exported (the model folder itself does not record it)"
+    return "not recorded (the model folder does not say; pass --trained-on)"
+
+
 def read_metrics_row(path: str | os.PathLike, row: str) -> dict:
     """Row ``row`` of a metrics/eval.json-style file (``{row: {metric: value}}``)."""
     path = Path(path)
@@ -132,6 +152,8 @@ def model_card(name: str, meta: dict, n_params: int, size_mb: float, serving: di
         f"| source weights (SHA-256) | `{meta.get('source_sha256', '?')}` |",
         "",
         "## Training",
+        "",
+        f"Trained on: {meta.get('serving', {}).get('trained_on', 'not recorded')}.",
         "",
     ]
     training = {k: meta[k] for k in _TRAINING_KEYS if k in meta}
@@ -182,6 +204,7 @@ def export_model_folder(
     metrics: dict | None = None,
     metrics_source: str | None = None,
     name: str | None = None,
+    trained_on: str | None = None,
     tokenizer: Any = None,
     params_path: str | os.PathLike = "params.yaml",
 ) -> Path:
@@ -199,12 +222,16 @@ def export_model_folder(
         raise DataError(f"{folder}: no such model folder")
     if out.resolve() == folder.resolve():
         raise DataError(f"{out}: the export must go to another folder than the model it exports")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not _is_export(out):
+        raise DataError(f"{out} exists and is not an exported model folder; export into a new or empty folder "
+                        "(an earlier export is replaced as a whole)")
     meta = read_config(folder)
     if meta["model"] not in EXPORTABLE_KINDS:
         raise DataError(f"{folder} holds a model of kind {meta['model']!r}; export-model handles "
                         f"{', '.join(EXPORTABLE_KINDS)} (a news encoder over title tokens)")
     model = load_recommender(folder)
     serving = serving_defaults(meta, plm_name, title_len, history_len, params_path)
+    serving["trained_on"] = training_data(meta, trained_on, params_path)
     if tokenizer is None:
         tokenizer = load_tokenizer(serving["plm_name"])
     name = name or folder.resolve().name
@@ -223,6 +250,13 @@ def export_model_folder(
                           metrics_source)
         (tmp / "README.md").write_text(card, encoding="utf-8")
     return out
+
+
+def _is_export(folder: Path) -> bool:
+    try:
+        return isinstance(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("serving"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_for_serving(folder: str | os.PathLike):
