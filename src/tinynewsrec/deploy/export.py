@@ -232,6 +232,8 @@ def export_model_folder(
     model = load_recommender(folder)
     serving = serving_defaults(meta, plm_name, title_len, history_len, params_path)
     serving["trained_on"] = training_data(meta, trained_on, params_path)
+    if Path(serving["plm_name"]).expanduser().exists():  # a local folder: its name only, not a path
+        serving["plm_name"] = Path(serving["plm_name"]).expanduser().resolve().name
     if tokenizer is None:
         tokenizer = load_tokenizer(serving["plm_name"])
     name = name or folder.resolve().name
