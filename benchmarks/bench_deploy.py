@@ -45,10 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench import context  # noqa: E402
+from bench import context
 
-from tinynewsrec.deploy.index import NewsIndex, faiss_available  # noqa: E402
-from tinynewsrec.io import atomic_dir, write_json  # noqa: E402
+from tinynewsrec.deploy.index import NewsIndex, faiss_available
+from tinynewsrec.io import atomic_dir, write_json
 
 SECTIONS = ("index", "service")
 CONCURRENCY = (1, 4, 16)

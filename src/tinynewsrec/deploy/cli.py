@@ -67,7 +67,13 @@ def cmd_build_index(args) -> None:
 
 
 def cmd_recommend(args) -> None:
-    from .recommend import Recommendations, load_model, predict_behaviors, read_behaviors_tsv, user_history
+    from .recommend import (
+        Recommendations,
+        load_model,
+        predict_behaviors,
+        read_behaviors_tsv,
+        user_history,
+    )
 
     if args.prediction and (args.user or args.history is not None):
         raise TinyNewsRecError("--prediction (batch mode over --behaviors) takes no --user or --history")

@@ -134,11 +134,11 @@ def model_card(name: str, meta: dict, n_params: int, size_mb: float, serving: di
     lines = [
         f"# {name}: a Tiny-NewsRec news recommender",
         "",
-        f"A PLM-NR news recommender exported by `tinynewsrec export-model`. Kind `{kind}`: a {layers}-layer "
+        (f"A PLM-NR news recommender exported by `tinynewsrec export-model`. Kind `{kind}`: a {layers}-layer "
         f"BERT-family news encoder over the title (attention pooling of the token states, then a dense layer to "
         f"{dims.get('news_dim', '?')} dimensions), a user encoder that pools the user's last "
         f"{serving['history_len']} clicked news with attention (a learned vector for a user with no clicks), and "
-        "dot-product click scores.",
+        "dot-product click scores."),
         "",
         "| | |",
         "|---|---|",
@@ -147,8 +147,8 @@ def model_card(name: str, meta: dict, n_params: int, size_mb: float, serving: di
         f"| parameters | {n_params:,} |",
         f"| size on disk | {size_mb:.1f} MB |",
         f"| news / user vector | {dims.get('news_dim', '?')} floats |",
-        f"| tokenizer | `{serving['plm_name']}` ({serving['tokenizer_source']}), titles cut to "
-        f"{serving['title_len']} tokens with [CLS] and [SEP] |",
+        (f"| tokenizer | `{serving['plm_name']}` ({serving['tokenizer_source']}), titles cut to "
+        f"{serving['title_len']} tokens with [CLS] and [SEP] |"),
         f"| source weights (SHA-256) | `{meta.get('source_sha256', '?')}` |",
         "",
         "## Training",
@@ -186,9 +186,9 @@ def model_card(name: str, meta: dict, n_params: int, size_mb: float, serving: di
         "tinynewsrec serve THIS_FOLDER --index index.safetensors --port 8000",
         "```",
         "",
-        "`plm/` alone is a Hugging Face folder: `AutoModel.from_pretrained('THIS_FOLDER/plm', add_pooling_layer=False)` and "
+        ("`plm/` alone is a Hugging Face folder: `AutoModel.from_pretrained('THIS_FOLDER/plm', add_pooling_layer=False)` and "
         "`AutoTokenizer.from_pretrained('THIS_FOLDER/plm')` load the PLM (it has no pooler: the news encoder "
-        "pools token states, not [CLS]) and its tokenizer.",
+        "pools token states, not [CLS]) and its tokenizer."),
         "",
     ]
     return "\n".join(lines)

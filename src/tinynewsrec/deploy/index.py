@@ -70,7 +70,7 @@ class NewsIndex:
 
     @classmethod
     def build(cls, model, tokenizer, news, title_len: int, *, batch_size: int = 128, progress: bool = True,
-              model_sha256: str = "") -> "NewsIndex":
+              model_sha256: str = "") -> NewsIndex:
         """Encode the titles of ``news`` (a table from :func:`~.news.read_news_table`) with ``model``'s
         news encoder (through :func:`tinynewsrec.evaluate.encode_news`: length-sorted batches, eval mode)."""
         from ..evaluate import encode_news
@@ -94,7 +94,7 @@ class NewsIndex:
             save_file({"vectors": self.vectors.float().contiguous()}, str(tmp), metadata=meta)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "NewsIndex":
+    def load(cls, path: str | os.PathLike) -> NewsIndex:
         from safetensors import SafetensorError, safe_open
 
         path = Path(path)

@@ -80,9 +80,9 @@ def _page(recs, history: list[str], k: int, result: dict | None, error: str | No
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>tinynewsrec</title>",
              "<style>body{font-family:sans-serif;max-width:50em;margin:2em auto}td{padding:0 .6em}</style>",
              "</head><body><h1>tinynewsrec</h1>",
-             "<form method='get' action='/'><label>clicked news ids (oldest first): "
+             ("<form method='get' action='/'><label>clicked news ids (oldest first): "
              f"<input name='history' size='50' value='{esc(' '.join(history))}'></label> "
-             f"<label>k <input name='k' size='3' value='{k}'></label> <button>recommend</button></form>"]
+             f"<label>k <input name='k' size='3' value='{k}'></label> <button>recommend</button></form>")]
     if error:
         parts.append(f"<p style='color:#a00'>{esc(error)}</p>")
     parts.append("<h2>Clicked</h2>")
