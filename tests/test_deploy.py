@@ -302,6 +302,25 @@ def test_cli_recommends_from_a_pipeline_model_folder_too(files, capsys, tmp_path
     assert rc == 0 and len(capsys.readouterr().out.splitlines()) == 2
 
 
+def test_cli_build_index_then_recommend_from_it_equals_encoding_the_news_now(files, tmp_path, capsys):
+    assert cli(["-q", "build-index", str(files["exported"]), str(files["news"]), str(tmp_path / "i.safetensors")]) == 0
+    capsys.readouterr()
+    cli(["-q", "recommend", str(files["exported"]), "--index", str(tmp_path / "i.safetensors"), "--history", "N5"])
+    from_index = capsys.readouterr().out
+    cli(["-q", "recommend", str(files["exported"]), "--news", str(files["news"]), "--history", "N5"])
+    assert from_index == capsys.readouterr().out and len(from_index.splitlines()) == 10
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss-cpu is not installed (optional extra 'deploy')")
+def test_cli_faiss_backend_prints_the_same_top_k(files, capsys):
+    args = ["-q", "recommend", str(files["exported"]), "--news", str(files["news"]), "--history", "N1", "N2"]
+    cli(args)
+    exact = capsys.readouterr().out
+    cli([*args, "--backend", "faiss"])
+    assert [line.split()[2] for line in capsys.readouterr().out.splitlines()] == [line.split()[2] for line in
+                                                                                 exact.splitlines()]
+
+
 def test_cli_a_model_folder_of_the_wrong_kind_exits_2(files, tmp_path, capsys):
     (tmp_path / "seq").mkdir()
     (tmp_path / "seq" / "config.json").write_text(json.dumps({"model": "sasrec"}))
@@ -492,6 +511,13 @@ def test_an_unknown_path_is_a_404_in_the_same_json_shape(service):
 def test_the_page_shows_clicked_and_recommended_titles(service):
     status, page = call(service, "/?history=N1+N3&k=2")
     assert status == 200 and TITLES[0] in page and TITLES[2] in page and page.count("<tr><td>") == 2
+
+
+@web_missing
+@web_missing
+def test_serve_with_a_missing_index_exits_2_before_listening(files, tmp_path, capsys):
+    rc = cli(["-q", "serve", str(files["exported"]), "--index", str(tmp_path / "none.safetensors"), "--port", "1"])
+    assert rc == 2 and "none.safetensors" in capsys.readouterr().err
 
 
 @web_missing
