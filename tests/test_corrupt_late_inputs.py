@@ -9,17 +9,9 @@ import pytest
 
 from tinynewsrec.stage import run_stage
 from conftest import load_stage
-from test_evaluate import make_world
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = make_world(tmp_path_factory.mktemp("world"), teachers=2)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for i in ("0", "1"):
-            load_stage("export_teacher_emb").main([i])
-    return root
+from test_distill import world  # noqa: E402,F401  (the same world: 2 teachers and their exports)
 
 
 def one_error_line(main, capsys) -> str:
@@ -40,7 +32,7 @@ def one_error_line(main, capsys) -> str:
         ("evaluate", "models/teacher_1/heads.safetensors"),
     ],
 )
-def test_a_truncated_input_is_one_line(world, tmp_path, monkeypatch, capsys, stage, artifact):
+def test_a_truncated_input_is_one_line(world, tmp_path, monkeypatch, capsys, stage, artifact):  # noqa: F811 (fixture)
     folder = tmp_path / "w"
     shutil.copytree(world, folder, symlinks=True)
     monkeypatch.chdir(folder)
