@@ -10,10 +10,17 @@ included, every parent package's ``__init__.py``, and string references of the f
 reruns). Files, not package folders, so that an experiment changing only the students' code
 reruns only the student stages and never the teachers.
 
-One documented exception: the student methods (``distill/methods/<name>.py``) are loaded by
-name. The stages that train a student depend on the whole folder; every other stage imports
-a method only to validate params (a wrong value fails before anything runs), which cannot
-change its outputs, so they do not depend on it.
+The student methods (``distill/methods/<name>.py``) are loaded by name (``get_method``), so
+their imports are invisible from the stage scripts. The stages that train a student
+(``distill_stage1``, ``distill_stage2``) depend on the closure of their script plus the
+closure of every registered method module, with the method modules themselves replaced by
+one templated file, ``src/tinynewsrec/distill/methods/${student.method}.py``: an experiment
+depends on the module of the method it trains, not on its neighbours, so adding a method
+module reruns no other method's experiment, while editing code any method shares (losses,
+students, the ``_`` helpers) reruns them all (conservative: DVC cannot template a list of
+files per method). A method module imported by another method is listed as a file.
+Every other stage imports the chosen method only to validate params (a wrong value fails
+before anything runs), which cannot change its outputs, so it does not depend on it.
 """
 
 from __future__ import annotations
@@ -25,11 +32,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tinynewsrec.distill.methods import method_names
+
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGE = "tinynewsrec"
 METHODS = "src/tinynewsrec/distill/methods"
-#: stages that train or run a student method, so depend on every method module
+#: the dependency on the chosen method's module (dvc.yaml resolves it from params.yaml)
+CHOSEN_METHOD = METHODS + "/${student.method}.py"
+#: stages that train or run a student method
 METHOD_STAGES = {"distill_stage1", "distill_stage2"}
 KIND_REF = re.compile(r"^(tinynewsrec(?:\.\w+)+)(?::\w+)?$")
 
@@ -105,11 +116,23 @@ def code_deps(spec: dict) -> set[str]:
 def expected_deps(name: str, spec: dict) -> set[str]:
     script = re.search(r"python\s+(stages/\S+\.py)", spec["cmd"]).group(1)
     files = closure(ROOT / script)
-    if name in METHOD_STAGES:
-        files = {f for f in files if not f.startswith(METHODS + "/")} | {METHODS}
-    else:
-        files = {f for f in files if not f.startswith(METHODS + "/") or f.endswith("__init__.py")}
-    return files
+    if name not in METHOD_STAGES:
+        return {f for f in files if not is_method_module(f)}
+    modules = {method_file(m) for m in method_names()}
+    for module in modules:
+        files |= closure(ROOT / module)
+    # a method's own module is the templated dep; one imported by another method stays a file
+    imported_by_others = set().union(*(closure(ROOT / m) - {m} for m in modules)) & modules
+    return {f for f in files if f not in modules or f in imported_by_others} | {CHOSEN_METHOD}
+
+
+def method_file(name: str) -> str:
+    return f"{METHODS}/{name}.py"
+
+
+def is_method_module(path: str) -> bool:
+    """A registered method's module (not the registry's __init__ nor a ``_`` helper)."""
+    return path.startswith(METHODS + "/") and Path(path).stem in method_names()
 
 
 def test_the_closure_follows_relative_function_level_and_registry_imports():
@@ -119,6 +142,21 @@ def test_the_closure_follows_relative_function_level_and_registry_imports():
     assert "src/tinynewsrec/popularity.py" in evaluate  # imported inside a function
     assert "src/tinynewsrec/__init__.py" in evaluate  # parent packages run too
     assert "src/tinynewsrec/train/distill.py" not in evaluate
+
+
+def test_the_student_stages_follow_the_imports_inside_the_method_builders():
+    # the methods import the losses, students and post-training code inside their builders,
+    # which the stage scripts never name: they are deps all the same
+    for name in METHOD_STAGES:
+        deps = expected_deps(name, stages()[name])
+        for shared in ("distill/losses.py", "distill/students.py", "distill/layer_map.py", "train/post_train.py",
+                       "distill/methods/_one_teacher.py"):
+            assert f"src/tinynewsrec/{shared}" in deps, (name, shared)
+        assert CHOSEN_METHOD in deps
+        assert not any(is_method_module(d) for d in deps)  # no neighbour's module: adding one reruns nothing
+    # the templated dep names an existing file for every value student.method accepts
+    for method in method_names():
+        assert (ROOT / CHOSEN_METHOD.replace("${student.method}", method)).is_file()
 
 
 @pytest.mark.parametrize("name", sorted(stages()))
