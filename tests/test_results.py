@@ -317,7 +317,7 @@ def test_build_writes_markdown_json_and_a_picture(built):
     png = (root / results.OUT_PNG).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-    assert (width, height) == (960, 660)
+    assert (width, height) == (1200, 720)
 
 
 def test_build_without_the_reference_names_it(tmp_path):
