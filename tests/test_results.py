@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from matplotlib.text import Text
 
 from tinynewsrec import results
 from tinynewsrec.errors import DataError
@@ -317,7 +318,115 @@ def test_build_writes_markdown_json_and_a_picture(built):
     png = (root / results.OUT_PNG).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-    assert (width, height) == (960, 660)
+    assert (width, height) == (1200, 720)
+
+
+# --- the picture --------------------------------------------------------------------------------
+
+REF_AUC = 0.66
+
+
+def picture_row(run: str, row: str, label: str, kind: str, method: str, auc: float, speedup: float | None,
+                layers: int | None = None, half_width: float = 0.01) -> dict:
+    diff = auc - REF_AUC
+    return {"id": f"{run}/{row}", "label": label, "row": row, "kind": kind, "method": method, "layers": layers,
+            "auc": auc, "auc_diff": diff, "auc_diff_lo": diff - half_width, "auc_diff_hi": diff + half_width,
+            "speedup": speedup, "runs": [run]}
+
+
+def picture_table(popularity: float = 0.543, students: list[dict] | None = None) -> dict:
+    """Four DP and four FT teachers (teacher_2 of the workspace is the best), popularity, the oracle, a
+    Tiny-NewsRec-2 seed group of three rows, no KD-1 and a student without a speed-up."""
+    rows = [picture_row(run, f"teacher_{i}", f"teacher_{i} ({name})", "teacher", method, auc, speed, 6)
+            for run, name, method, aucs in (("workspace", "DP", "dp", (0.652, 0.651, REF_AUC, 0.657)),
+                                             ("teachers-ft", "FT", "none", (0.664, 0.668, 0.655, 0.662)))
+            for i, (auc, speed) in enumerate(zip(aucs, (0.84, 1.03, 1.0, 1.06)))]
+    rows[2]["auc_diff"] = rows[2]["auc_diff_lo"] = rows[2]["auc_diff_hi"] = 0.0
+    rows += [picture_row("workspace", "popularity", "popularity", "reference", "popularity", popularity, None),
+             picture_row("workspace", "oracle", "oracle", "reference", "oracle", 0.789, None)]
+    seeds = [picture_row(run, "student", f"Tiny-NewsRec-2 seed {seed}", "student", "tinynewsrec", auc, speed, 2)
+             for run, seed, auc, speed in (("workspace", 42, 0.671, 3.24), ("tnr-2-seed43", 43, 0.670, 3.08),
+                                           ("tnr-2-seed44", 44, 0.669, 2.88))]
+    rows += seeds + (students if students is not None else [
+        picture_row("no_kd-1", "student", "no KD-1", "student", "no_kd", 0.641, 5.8, 1),
+        picture_row("no_kd-3", "student", "no KD-3", "student", "no_kd", 0.65, None, 3)])
+    groups = [{"label": "Tiny-NewsRec-2", "rows": [r["id"] for r in seeds], "seeds": ["42", "43", "44"],
+               "auc_mean": 0.670}]
+    return {"reference": {"experiment": "workspace", "row": "teacher_2", "auc": REF_AUC, "id": "workspace/teacher_2"},
+            "bootstrap": {"resamples": 1000, "seed": 0, "level": 0.95}, "rows": rows, "seed_groups": groups}
+
+
+def drawn_text(fig) -> tuple[list[str], list[str], str]:
+    """The labels on the axes, the legend's entries and the figure's caption."""
+    ax = fig.axes[0]
+    return ([t.get_text() for t in ax.texts], [t.get_text() for t in ax.get_legend().get_texts()],
+            " ".join(t.get_text() for t in fig.texts))
+
+
+def test_picture_labels_each_seed_group_once_and_each_teacher_group_once():
+    fig = results.figure(picture_table())
+    labels, legend, caption = drawn_text(fig)
+    students = [t for t in labels if "axis" not in t]
+    assert sorted(students) == ["Tiny-NewsRec-2 (3 seeds)", "no KD-1"]  # no per-seed, per-teacher labels
+    assert [e for e in legend if e.startswith("teachers")] == ["teachers, DP post-training (4)",
+                                                              "teachers, FT, no post-training (4)"]
+    assert "best teacher: teacher_2 (DP), 66.0" in legend
+    [group] = [a for a in fig.axes[0].texts if a.get_text() == "Tiny-NewsRec-2 (3 seeds)"]
+    assert group.xy == pytest.approx(((3.24 + 3.08 + 2.88) / 3, 67.0))  # the seeds' mean
+    # each seed is drawn (small) at its own point
+    points = {(round(float(line.get_xdata()[0]), 3), round(float(line.get_ydata()[0]), 3))
+              for line in fig.axes[0].lines if len(line.get_xdata()) == 1}
+    assert {(3.24, 67.1), (3.08, 67.0), (2.88, 66.9)} <= points
+    assert "mean of the seeds' intervals" in caption and "Not drawn (no speed-up measured): no KD-3." in caption
+
+
+def test_picture_y_axis_fits_the_models_and_names_a_far_popularity_at_the_edge():
+    fig = results.figure(picture_table(popularity=0.543))
+    lo, hi = fig.axes[0].get_ylim()
+    assert 62.0 < lo < 63.1 and 68.0 < hi < 69.0  # the models' intervals (63.1 .. 68.0) and a margin
+    labels, legend, _ = drawn_text(fig)
+    assert "↓ popularity 54.3, below the axis" in labels and "↑ oracle 78.9, above the axis" in labels
+    assert not any(e.startswith("popularity") for e in legend)
+
+
+def test_picture_draws_a_near_popularity_as_a_line():
+    fig = results.figure(picture_table(popularity=0.625))
+    lo, _ = fig.axes[0].get_ylim()
+    labels, legend, _ = drawn_text(fig)
+    assert lo < 62.5 and "popularity, 62.5" in legend and not any("popularity" in t for t in labels)
+    assert any(list(line.get_ydata()) == [62.5, 62.5] for line in fig.axes[0].lines)
+
+
+def test_picture_labels_of_crowded_points_do_not_overlap():
+    crowd = [picture_row(f"s{k}", "student", f"student number {k}", "student", f"m{k % 3}", 0.665 + 0.0003 * k,
+                         3.0 + 0.01 * k, 2) for k in range(8)]
+    fig = results.figure(picture_table(students=crowd))
+    fig.canvas.draw()  # an annotation's text is positioned when drawn
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    boxes = [Text.get_window_extent(t, renderer) for t in ax.texts  # the text, not its leader line
+             if t.get_text().startswith("student number")]
+    assert len(boxes) == 8
+    for i, a in enumerate(boxes):
+        assert ax.get_window_extent(renderer).contains(a.x0, a.y0)
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+
+
+def test_place_labels_moves_a_label_to_the_nearest_free_height():
+    # two 10-pixel labels at the same anchor, a marker right above it: the first stays, the second goes below
+    placed = results.place_labels([(0, 50), (0, 50)], [(40, 10), (40, 10)], [(0, 56, 10, 70)], 0, 100, gap=2)
+    assert placed == [50, 50 - 5 - 2 - 5]
+    # a label that would leave the axes stays inside
+    assert results.place_labels([(0, 98)], [(40, 10)], [], 0, 100) == [95]
+    assert results.place_labels([(0, 98)], [(40, 10)], [(0, 90, 40, 100)], 0, 100, gap=2) == [90 - 2 - 5]
+
+
+def test_picture_is_the_same_bytes_every_time(tmp_path):
+    table = picture_table()
+    results.plot(table, tmp_path / "a.png")
+    results.plot(table, tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
 
 
 def test_build_without_the_reference_names_it(tmp_path):

@@ -787,53 +787,260 @@ def to_markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(table: dict, dest: Path) -> None:
-    """Dev AUC against news encoding speed-up: one point per model row with its interval (the
-    best teacher's AUC + the row's paired ΔAUC interval); teachers and popularity as lines."""
-    import matplotlib
+#: post-training method of a teacher row -> the name of its group in the picture's legend
+TEACHER_GROUPS = {"dp": "DP post-training", "fp": "FP (MLM) post-training", "none": "FT, no post-training"}
+#: colours of the picture: teacher groups and student methods in order of first appearance (red is popularity's)
+TEACHER_COLORS = ("0.3", "tab:brown", "goldenrod", "tab:cyan")
+METHOD_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:pink", "tab:cyan", "tab:olive")
+LAYER_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+REFERENCE_COLORS = {"popularity": "tab:red", "oracle": "0.45"}
+#: figure size (inches, 120 dpi) and the axes box in figure fractions (fixed, so that label placement in
+#: pixels is final); the legend sits right of the axes, the caption below
+FIGSIZE, DPI, AXES_BOX = (10.0, 6.0), 120, (0.065, 0.165, 0.66, 0.765)
+LABEL_SIZE = 7.5
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    ref = table["reference"]
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    ref_teachers = [r for r in table["rows"] if r["kind"] == "teacher" and r["runs"][0] == ref["experiment"]]
-    for k, r in enumerate(ref_teachers):
-        ax.axhline(100 * r["auc"], color="0.75", lw=0.8, ls="--", zorder=0,
-                   label=f"{ref['experiment']}'s teachers" if k == 0 else None)
-    ax.axhline(100 * ref["auc"], color="0.35", lw=1.2, ls="--", zorder=0, label=f"best teacher ({ref['row']})")
-    pop = next((r for r in table["rows"] if r["row"] == "popularity"), None)
-    if pop:
-        ax.axhline(100 * pop["auc"], color="tab:red", lw=1.0, ls=":", label="popularity")
-    colors = {"teacher": "tab:gray", "student": "tab:blue"}
+def _interval(row: dict, ref_auc: float) -> tuple[float, float] | None:
+    """A row's 95% interval in AUC %: the best teacher's AUC + the row's paired ΔAUC interval."""
+    if row.get("auc_diff_lo") is None or row.get("auc_diff_hi") is None:
+        return None
+    return 100 * (ref_auc + row["auc_diff_lo"]), 100 * (ref_auc + row["auc_diff_hi"])
+
+
+def plot_points(table: dict) -> dict:
+    """What the picture draws, in AUC % and speed-up: ``teachers`` (group name -> rows), ``settings``
+    (the labelled student points: a row alone, or a seed group of student rows at its members' mean
+    speed-up and AUC with the mean of their intervals, its members drawn small as ``seeds``),
+    ``references`` (popularity, oracle) and ``not_drawn`` (model rows without a speed-up)."""
+    ref_auc = table["reference"]["auc"]
+    by_id = {r["id"]: r for r in table["rows"]}
+    group_of: dict[str, int] = {}
+    for k, g in enumerate(table.get("seed_groups") or []):
+        members = [by_id[i] for i in g["rows"] if i in by_id]
+        if members and all(m["kind"] == "student" for m in members):
+            group_of.update((m["id"], k) for m in members)
+    teachers: dict[str, list[dict]] = {}
+    settings, done, not_drawn = [], set(), []
     for r in table["rows"]:
-        if r["speedup"] is None or r["kind"] == "reference":
+        if r["kind"] == "reference":
             continue
-        y = 100 * r["auc"]
-        yerr = None
-        if r["auc_diff"] is not None:
-            lo, hi = 100 * (ref["auc"] + r["auc_diff_lo"]), 100 * (ref["auc"] + r["auc_diff_hi"])
-            yerr = [[max(y - lo, 0)], [max(hi - y, 0)]]
-        ax.errorbar(r["speedup"], y, yerr=yerr, fmt="o", ms=4, capsize=3, color=colors.get(r["kind"], "k"))
-        ax.annotate(r["label"], (r["speedup"], y), textcoords="offset points", xytext=(5, 3), fontsize=6.5)
+        if r["speedup"] is None:
+            not_drawn.append(r["label"])
+            continue
+        point = {"x": r["speedup"], "y": 100 * r["auc"], "interval": _interval(r, ref_auc)}
+        if r["kind"] == "teacher":
+            teachers.setdefault(TEACHER_GROUPS.get(r["method"], str(r["method"])), []).append(point)
+            continue
+        if r["id"] not in group_of:
+            settings.append({**point, "label": r["label"], "method": r["method"], "layers": r["layers"], "seeds": []})
+            continue
+        k = group_of[r["id"]]
+        if k in done:
+            continue
+        done.add(k)
+        g = table["seed_groups"][k]
+        members = [by_id[i] for i in g["rows"] if i in by_id and by_id[i]["speedup"] is not None]
+        intervals = [_interval(m, ref_auc) for m in members]
+        settings.append({
+            "label": f"{g['label']} ({len(members)} seeds)", "method": r["method"], "layers": r["layers"],
+            "x": float(np.mean([m["speedup"] for m in members])), "y": 100 * float(np.mean([m["auc"] for m in members])),
+            "interval": None if None in intervals else tuple(float(np.mean(v)) for v in zip(*intervals)),
+            "seeds": [{"x": m["speedup"], "y": 100 * m["auc"]} for m in members]})
+    references = {r["label"]: 100 * r["auc"] for r in table["rows"] if r["kind"] == "reference" and r["auc"] is not None}
+    return {"teachers": teachers, "settings": settings, "references": references, "not_drawn": not_drawn}
+
+
+def y_range(values: list[float], references: dict[str, float]) -> tuple[tuple[float, float], dict, dict]:
+    """The y limits that fit ``values`` (the models' AUCs and interval ends, %), and which reference rows are
+    drawn as lines inside them and which are named at an edge (``{label: ("below" | "above", auc)}``).
+
+    A reference is a line when it lies within half the models' span of their range (it then widens the range);
+    farther away it would squeeze the models into a strip, so it is named at the edge instead."""
+    values = values or list(references.values()) or [50.0]
+    lo, hi = min(values), max(values)
+    reach = max(hi - lo, 1.0) / 2
+    lines = {k: v for k, v in references.items() if lo - reach <= v <= hi + reach}
+    edges = {k: ("below" if v < lo else "above", v) for k, v in references.items() if k not in lines}
+    lo, hi = min([lo, *lines.values()]), max([hi, *lines.values()])
+    span = max(hi - lo, 1.0)
+    below = any(side == "below" for side, _ in edges.values())
+    above = any(side == "above" for side, _ in edges.values())
+    return (lo - span * (0.12 if below else 0.05), hi + span * (0.12 if above else 0.05)), lines, edges
+
+
+def place_labels(anchors: list[tuple[float, float]], sizes: list[tuple[float, float]],
+                 obstacles: list[tuple[float, float, float, float]], bottom: float, top: float,
+                 gap: float = 1.5) -> list[float]:
+    """Greedy vertical nudge: the centre y (pixels) of each label box, placed in the order given.
+
+    Label i spans ``[x, x + width]`` horizontally from its anchor ``(x, y)``; it goes to the y nearest
+    its anchor's (ties: the higher one) where it overlaps neither an obstacle box ``(x0, y0, x1, y1)``
+    nor an already placed label and stays within ``[bottom, top]``; if there is no such y, at its anchor
+    (moved inside ``[bottom, top]``). A negative width: the label extends to the anchor's left."""
+    boxes = list(obstacles)
+    out = []
+    for (x, y), (w, h) in zip(anchors, sizes):
+        x0, x1 = (x, x + w) if w >= 0 else (x + w, x)
+        near = [b for b in boxes if b[0] < x1 and x0 < b[2]]
+        inside = min(max(y, bottom + h / 2), top - h / 2)
+        candidates = [y, inside] + [b[3] + gap + h / 2 for b in near] + [b[1] - gap - h / 2 for b in near]
+
+        fits = [c for c in candidates if bottom + h / 2 <= c <= top - h / 2
+                and all(c + h / 2 <= b[1] or c - h / 2 >= b[3] for b in near)]
+        c = min(fits, key=lambda c: (abs(c - y), -c)) if fits else inside
+        out.append(c)
+        boxes.append((x0, c - h / 2, x1, c + h / 2))
+    return out
+
+
+def figure(table: dict):
+    """The results picture as a matplotlib ``Figure`` on an Agg canvas (no pyplot, no global backend);
+    :func:`plot` writes it. Decisions:
+
+    - one point per model row at (speed-up, dev AUC) with its 95% interval (the best teacher's AUC + the
+      row's paired ΔAUC interval); rows without a measured speed-up are named in the caption;
+    - teachers (one architecture: their speed-ups differ only by timing noise) small, with light bars,
+      coloured by post-training method, one legend label per post-training group (seed copies included);
+      the best teacher is also a dashed line;
+    - students coloured by method, marker by layers; a student seed group is one labelled marker (the
+      members' mean speed-up and AUC, bar = the mean of the members' intervals, so every bar in the
+      picture is the same kind of interval) with each member a small unlabelled dot; a method's
+      settings at different layers are joined by a faint line (in order of layers, when each layer
+      count is one setting);
+    - student labels sit beside their marker, nudged vertically (:func:`place_labels`) off other labels
+      and markers, with a leader line when moved; on the marker's left where the right would leave the axes;
+    - y axis fits the model rows (:func:`y_range`); a reference row far outside (popularity, oracle) is
+      named at that edge with its AUC instead of stretching the axis."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
+    ref = table["reference"]
+    pts = plot_points(table)
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes(AXES_BOX)
+    handles: list = []
+
+    # teachers
+    for k, (group, points) in enumerate(pts["teachers"].items()):
+        color = TEACHER_COLORS[k % len(TEACHER_COLORS)]
+        for p in points:
+            iv = p["interval"]
+            yerr = None if iv is None else [[max(p["y"] - iv[0], 0)], [max(iv[1] - p["y"], 0)]]
+            if yerr is not None:
+                ax.errorbar(p["x"], p["y"], yerr=yerr, fmt="none", elinewidth=0.7, capsize=0, alpha=0.4, color=color,
+                            zorder=2)
+            ax.plot(p["x"], p["y"], ls="", marker="o", ms=3.5, mew=0, alpha=0.9, color=color, zorder=2)
+        handles.append(Line2D([], [], ls="", marker="o", ms=4, color=color, label=f"teachers, {group} ({len(points)})"))
+    ref_label = next((r["label"] for r in table["rows"] if r["id"] == ref.get("id")), ref["row"])
+    ax.axhline(100 * ref["auc"], color="0.35", lw=1.0, ls="--", zorder=1)
+    handles.append(Line2D([], [], color="0.35", lw=1.0, ls="--",
+                          label=f"best teacher: {ref_label}, {100 * ref['auc']:.1f}"))
+
+    # students
+    settings = pts["settings"]
+    methods = list(dict.fromkeys(s["method"] for s in settings))
+    color_of = {m: METHOD_COLORS[k % len(METHOD_COLORS)] for k, m in enumerate(methods)}
+    layers = sorted({s["layers"] for s in settings if s["layers"] is not None})
+    marker_of = {n: LAYER_MARKERS[k % len(LAYER_MARKERS)] for k, n in enumerate(layers)}
+    for m in methods:
+        mine = sorted((s for s in settings if s["method"] == m), key=lambda s: s["layers"] or 0)
+        counts = [s["layers"] for s in mine]
+        if len(mine) > 1 and None not in counts and len(set(counts)) == len(counts):
+            ax.plot([s["x"] for s in mine], [s["y"] for s in mine], color=color_of[m], lw=0.8, alpha=0.35, zorder=1)
+    for s in settings:
+        color, marker = color_of[s["method"]], marker_of.get(s["layers"], "o")
+        for p in s["seeds"]:
+            ax.plot(p["x"], p["y"], ls="", marker=marker, ms=3.5, mew=0, color=color, alpha=0.55, zorder=3)
+        iv = s["interval"]
+        yerr = None if iv is None else [[max(s["y"] - iv[0], 0)], [max(iv[1] - s["y"], 0)]]
+        ax.errorbar(s["x"], s["y"], yerr=yerr, fmt=marker, ms=6.5, mec="white", mew=0.6, elinewidth=1.2, capsize=3,
+                    color=color, zorder=4)
+    handles += [Line2D([], [], ls="", marker=marker_of[n], ms=6, color="0.3", label=f"student, {n} layer{'s' * (n != 1)}")
+                for n in layers]
+    if any(s["seeds"] for s in settings):
+        handles.append(Line2D([], [], ls="", marker="o", ms=3.5, mew=0, color="0.3", alpha=0.55,
+                              label="one seed of a seed group"))
+
+    # axes
+    values = [100 * ref["auc"]]
+    for p in [q for points in pts["teachers"].values() for q in points] + settings:
+        values += [p["y"], *(p["interval"] or ())]
+    values += [p["y"] for s in settings for p in s["seeds"]]
+    ylim, lines, edges = y_range(values, pts["references"])
+    for name, v in lines.items():
+        color = REFERENCE_COLORS.get(name, "tab:red")
+        ax.axhline(v, color=color, lw=1.0, ls=":", zorder=1)
+        handles.append(Line2D([], [], color=color, lw=1.0, ls=":", label=f"{name}, {v:.1f}"))
+    ax.set_ylim(*ylim)
     ax.set_xscale("log")
+    xs = [p["x"] for points in pts["teachers"].values() for p in points] + [s["x"] for s in settings]
+    if xs:
+        ax.set_xlim(min(xs) / 1.12, max(xs) * 1.12)
+        ticks = [t for t in (0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+                 if min(xs) / 1.12 <= t <= max(xs) * 1.12]
+        ax.set_xticks(ticks)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    speeds = [r["speedup"] for r in table["rows"] if r["speedup"]]
-    if speeds:
-        ticks = [t for t in (0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16) if min(speeds) / 1.3 <= t <= max(speeds) * 1.3]
-        ax.set_xticks(ticks)
-    ax.set_xlabel("news encoding speed-up over the best teacher (one process, same batches)")
+    ax.grid(alpha=0.3, which="major")
+    for side in ("below", "above"):
+        names = [f"{name} {v:.1f}" for name, (s, v) in edges.items() if s == side]
+        if names:
+            ax.text(0.01, 0.015 if side == "below" else 0.985, f"{'↓' if side == 'below' else '↑'} "
+                    f"{', '.join(names)}, {side} the axis", transform=ax.transAxes, fontsize=8, color="tab:red",
+                    va="bottom" if side == "below" else "top", ha="left", zorder=5)
+    ax.set_xlabel("news-encoding speed-up over the best teacher (log scale; all models timed in one process, "
+                  "same batches)", fontsize=9)
     ax.set_ylabel("dev AUC (%)")
-    ax.set_title("Dev AUC vs speed-up (95% paired-bootstrap intervals)", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
+    ax.set_title("Dev AUC vs news-encoding speed-up", fontsize=11)
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+              frameon=False)
+    level, resamples = int(100 * table["bootstrap"]["level"]), table["bootstrap"]["resamples"]
+    caption = (f"Bars: {level}% paired-bootstrap interval of the row's AUC difference to the best teacher "
+               f"({resamples} resamples of the dev impressions), drawn around the best teacher's AUC. "
+               "Seed groups: the labelled marker is the mean over seeds, its bar the mean of the seeds' intervals; "
+               "the small dots are the seeds. Faint lines join one method's settings by layers.")
+    if pts["not_drawn"]:
+        caption += f" Not drawn (no speed-up measured): {', '.join(pts['not_drawn'])}."
+    fig.text(AXES_BOX[0], 0.02, caption, fontsize=7.5, color="0.25", ha="left", va="bottom", wrap=True)
+
+    # student labels: beside their marker, nudged off each other and off the markers
+    renderer = canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    px = [ax.transData.transform((s["x"], s["y"])) for s in settings]
+    obstacles = [(x - 5, y - 5, x + 5, y + 5) for x, y in px]
+    obstacles += [(x - 3, y - 3, x + 3, y + 3) for x, y in
+                  (ax.transData.transform((p["x"], p["y"])) for s in settings for p in s["seeds"])]
+    offset = 7.0  # pixels between marker and label
+    anchors, sizes = [], []
+    for s, (x, y) in zip(settings, px):
+        probe = ax.text(0, 0, s["label"], fontsize=LABEL_SIZE, transform=ax.transAxes)
+        w, h = probe.get_window_extent(renderer).size
+        probe.remove()
+        right = x + offset + w <= box.x1
+        anchors.append((x + offset if right else x - offset, y))
+        sizes.append((w if right else -w, h))
+    order = sorted(range(len(settings)), key=lambda i: (-px[i][1], px[i][0]))
+    placed = place_labels([anchors[i] for i in order], [sizes[i] for i in order], obstacles, box.y0, box.y1)
+    for i, c in zip(order, placed):
+        s, right = settings[i], sizes[i][0] >= 0
+        dx, dy = anchors[i][0] - px[i][0], c - px[i][1]
+        leader = {"arrowstyle": "-", "lw": 0.5, "color": color_of[s["method"]], "shrinkA": 0, "shrinkB": 4,
+                  "relpos": (0, 0.5) if right else (1, 0.5)} if abs(dy) > 0.6 * sizes[i][1] else None
+        ax.annotate(s["label"], (s["x"], s["y"]), xytext=(dx * 72 / DPI, dy * 72 / DPI), textcoords="offset points",
+                    fontsize=LABEL_SIZE, color=color_of[s["method"]], va="center", ha="left" if right else "right",
+                    arrowprops=leader, bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75},
+                    zorder=6)
+    return fig
+
+
+def plot(table: dict, dest: Path) -> None:
+    """Write :func:`figure` of the table to ``dest`` (PNG, atomically)."""
+    fig = figure(table)
     with atomic_path(dest, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
 
 
 def write_outputs(table: dict, root: Path) -> None:
