@@ -45,8 +45,10 @@
       data/cache/frozen/title when it fits the model, which the teachers' does; ONNX graphs take
       token ids, so the rows here encode token ids); that AUC is compared with the model's row of
       eval.json (``eval_json``: ``equal`` at eval.json's 6 decimals). The row is the folder's
-      name in ``FOLDER/../../metrics/eval.json`` when the folder sits in a ``models/`` folder that
-      has one, else in ``--data``'s metrics/eval.json; ``--eval-row NAME=PATH#ROW`` names another.
+      name (an exported folder: the name it was exported under) in ``FOLDER/../../metrics/eval.json``
+      when the folder sits in a pipeline's ``models/`` beside a ``metrics/eval.json``; elsewhere
+      ``--eval-row NAME=PATH#ROW`` names it, else it is not checked (``equal``: null), rather than
+      guessed: a student copied out of a ``dvc exp`` has the name of the workspace's own student.
 
     A markdown table (model, layers, backend, news/s, speed-up over the model's PyTorch fp32, max
     abs diff, dev AUC) is printed. Without ``--only``, the section runs when ``--models`` is given.
@@ -282,19 +284,19 @@ def is_exported(folder: Path) -> bool:
     return isinstance(read_config(folder).get("serving"), dict)
 
 
-def eval_json_row(name: str, folder: Path, data: Path, override: str | None) -> tuple[Path, str]:
-    """Which metrics/eval.json row is ``folder``'s model (section docstring)."""
-    if override:
-        path, _, row = override.partition("#")
-        return Path(path), row or folder.name
+def eval_json_row(folder: Path, override: str | None) -> tuple[Path | None, str]:
+    """Which metrics/eval.json row is ``folder``'s model (section docstring): ``(None, row)`` when
+    none is known (the folder is not in a pipeline's models/ and no --eval-row names one)."""
     from tinynewsrec.recommender import read_config
 
-    row = read_config(folder).get("name") if is_exported(folder) else None
-    row = row or folder.resolve().name
+    row = (read_config(folder).get("name") if is_exported(folder) else None) or folder.resolve().name
+    if override:
+        path, _, given = override.partition("#")
+        return Path(path), given or row
     beside = folder.resolve().parent
     if beside.name == "models" and (beside.parent / "metrics" / "eval.json").is_file():
         return beside.parent / "metrics" / "eval.json", row
-    return data / "metrics" / "eval.json", row
+    return None, row
 
 
 def timed_pass(run, feeds: list) -> float:
@@ -458,12 +460,12 @@ def bench_onnx(args) -> dict:
                 ref = rank_and_score(score_impressions(model, ref_vecs, dev, batch_size=params.eval.batch_size,
                                                        progress=False), dev, name).metrics
             del stage_vecs
-            path, row = eval_json_row(name, specs[name], data, rows_override.get(name))
+            path, row = eval_json_row(specs[name], rows_override.get(name))
             try:
-                recorded = json.loads(path.read_text()).get(row) if path.is_file() else None
-            except ValueError:
+                recorded = json.loads(path.read_text()).get(row) if path is not None and path.is_file() else None
+            except (OSError, ValueError, AttributeError):
                 recorded = None
-            eval_check = {"path": str(path), "row": row,
+            eval_check = {"path": None if path is None else str(path), "row": row,
                           "news_input_of_evaluate_stage": ("token ids" if isinstance(cache_lookup, NewsTokens)
                                                            else "frozen-layer cache data/cache/frozen/title"),
                           "pytorch_fp32_as_evaluate_stage": as_stage,
@@ -517,7 +519,7 @@ def onnx_table(r: dict) -> str:
                          f"({b['news_per_s_median']:,.1f}) | {b['speedup_best']:.2f}x | {diff} | {b['dev']['auc']:.4f} |")
     for name, m in r["models"].items():
         e = m["eval_json"]
-        verdict = {True: "equal", False: "NOT equal", None: "not checked (no such row)"}[e["equal"]]
+        verdict = {True: "equal", False: "NOT equal", None: "not checked (no such file or row)"}[e["equal"]]
         lines.append(f"\n{name}: PyTorch fp32 evaluated as the evaluate stage ({e['news_input_of_evaluate_stage']}): "
                      f"AUC {e['pytorch_fp32_as_evaluate_stage']['auc']:.6f}; {e['path']} row {e['row']}: "
                      f"{e['eval_json_auc']} -> {verdict}")

@@ -667,3 +667,14 @@ def test_onnx_bench_bad_models_argument_is_one_line_and_exit_2(tmp_path, capsys,
         load_bench_deploy().main(["--only", "onnx", "--out", str(tmp_path / "out.json"), "--models", *models])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and message in err[0] and not (tmp_path / "out.json").exists()
+
+
+def test_onnx_bench_checks_a_model_against_its_own_pipelines_eval_json_or_a_named_row(files, tmp_path):
+    eval_json_row = load_bench_deploy().eval_json_row
+    root = files["root"]  # models/student beside metrics/eval.json
+    assert eval_json_row(files["model"], None) == (root / "metrics" / "eval.json", "student")
+    copy = tmp_path / "student_1layer"
+    shutil.copytree(files["model"], copy)  # copied out of its pipeline: no row is guessed
+    assert eval_json_row(copy, None) == (None, "student_1layer")
+    assert eval_json_row(copy, "/x/eval.json#student") == (Path("/x/eval.json"), "student")
+    assert eval_json_row(files["exported"], None) == (None, "student")  # the name it was exported under
