@@ -17,20 +17,60 @@
     model folder: a request runs only the user encoder and the search over the index, which do not
     depend on the PLM's size (news are encoded offline, into the index).
 
+``onnx``
+    PyTorch fp32, ONNX fp32 and ONNX int8 side by side for every model of ``--models NAME=FOLDER``
+    (a trained model folder as the pipeline writes it, e.g. ``teacher=models/teacher_3``, or an
+    already exported folder), on the data of ``--data`` (a repository root holding params.yaml,
+    data/tokens/news.parquet and data/samples/dev.parquet; default this repository):
+
+    - each pipeline folder is exported (:func:`~tinynewsrec.deploy.export.export_model_folder`, into a
+      temporary folder), then ONNX fp32 and int8 files of both halves are written and checked
+      (:func:`~tinynewsrec.deploy.onnx_export.export_onnx`, its random-input report kept as
+      ``export_check``); PyTorch runs the exported folder (the same weights, bit for bit);
+    - **news/s**: every backend of every model encodes the SAME ``--encode-news`` news, in batches
+      of ``eval.bench_batch`` padded to ``plm.title_len`` tokens (as metrics/efficiency.json); one
+      untimed warm-up round, then ``--rounds`` rounds in which each (model, backend) times one pass
+      (the order rotates every round); the best and the median round are reported. torch and every
+      onnxruntime session run on the same thread count (``--threads``, default torch's), recorded;
+    - **parity**: max abs difference to PyTorch fp32 of the news vectors of every dev news
+      (``news_max_abs_diff``) and of the user vectors of every dev impression, from the user encoder
+      alone on PyTorch's news vectors (``user_max_abs_diff``) and end to end, from the backend's own
+      news vectors (``user_max_abs_diff_end_to_end``);
+    - **dev metrics**: every dev news encoded by the backend (batches of ``plm.encode_batch``,
+      ordered by length, as the evaluate stage does), the dev impressions scored by the SAME
+      backend's user encoder (``user_encoder``: the ONNX file of the same precision; also
+      ``dev_with_pytorch_user_encoder``: the PyTorch user encoder over the backend's news vectors)
+      and ranked by :func:`tinynewsrec.evaluate.rank_and_score`, as metrics/eval.json. PyTorch fp32
+      is also evaluated exactly as the evaluate stage does (through the frozen-layer cache
+      data/cache/frozen/title when it fits the model, which the teachers' does; ONNX graphs take
+      token ids, so the rows here encode token ids); that AUC is compared with the model's row of
+      eval.json (``eval_json``: ``equal`` at eval.json's 6 decimals). The row is the folder's
+      name (an exported folder: the name it was exported under) in ``FOLDER/../../metrics/eval.json``
+      when the folder sits in a pipeline's ``models/`` beside a ``metrics/eval.json``; elsewhere
+      ``--eval-row NAME=PATH#ROW`` names it, else it is not checked (``equal``: null), rather than
+      guessed: a student copied out of a ``dvc exp`` has the name of the workspace's own student.
+
+    A markdown table (model, layers, backend, news/s, speed-up over the model's PyTorch fp32, max
+    abs diff, dev AUC) is printed. Without ``--only``, the section runs when ``--models`` is given.
+
 Each section records the command line, the date, torch's thread count, the machine and the
 1-minute load average before and after it (above the core count: other work shared the CPU).
+A section that is not run keeps the figures it has in the output file.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_deploy.py            # ~1 min
     .venv/bin/python benchmarks/bench_deploy.py --only index
+    .venv/bin/python benchmarks/bench_deploy.py --only onnx --models teacher=models/teacher_3 student=models/student
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,12 +85,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench import context
+from bench import context, say
 
 from tinynewsrec.deploy.index import NewsIndex, faiss_available
+from tinynewsrec.errors import DataError, ParamError
+from tinynewsrec.evaluate import (
+    DevImpressions,
+    encode_news,
+    evaluate_model,
+    news_lookup,
+    rank_and_score,
+    score_impressions,
+)
 from tinynewsrec.io import atomic_dir, write_json
 
-SECTIONS = ("index", "service")
+SECTIONS = ("index", "service", "onnx")
+BACKENDS = ("pytorch_fp32", "onnx_fp32", "onnx_int8")
 CONCURRENCY = (1, 4, 16)
 
 
@@ -212,6 +262,270 @@ def bench_service(args) -> dict:
             "levels": levels, "context": context(started, load)}
 
 
+# --- onnx -----------------------------------------------------------------------------------
+
+
+def parse_pairs(specs: list[str] | None, what: str) -> dict[str, str]:
+    """``NAME=VALUE`` arguments as a dict (a DataError naming the bad one)."""
+    out = {}
+    for spec in specs or []:
+        name, sep, value = spec.partition("=")
+        if not sep or not name or not value:
+            raise DataError(f"{what}: {spec!r} is not NAME=VALUE")
+        if name in out:
+            raise DataError(f"{what}: {name!r} is given twice")
+        out[name] = value
+    return out
+
+
+def is_exported(folder: Path) -> bool:
+    from tinynewsrec.recommender import read_config
+
+    return isinstance(read_config(folder).get("serving"), dict)
+
+
+def eval_json_row(folder: Path, override: str | None) -> tuple[Path | None, str]:
+    """Which metrics/eval.json row is ``folder``'s model (section docstring): ``(None, row)`` when
+    none is known (the folder is not in a pipeline's models/ and no --eval-row names one)."""
+    from tinynewsrec.recommender import read_config
+
+    row = (read_config(folder).get("name") if is_exported(folder) else None) or folder.resolve().name
+    if override:
+        path, _, given = override.partition("#")
+        return Path(path), given or row
+    beside = folder.resolve().parent
+    if beside.name == "models" and (beside.parent / "metrics" / "eval.json").is_file():
+        return beside.parent / "metrics" / "eval.json", row
+    return None, row
+
+
+def timed_pass(run, feeds: list) -> float:
+    """News per second of ``run`` over ``feeds`` after one warm-up batch (as efficiency.news_throughput)."""
+    run(feeds[0])
+    start = time.perf_counter()
+    for feed in feeds:
+        run(feed)
+    return sum(len(f["input_ids"]) for f in feeds) / (time.perf_counter() - start)
+
+
+def onnx_news_table(sess, lookup, news_index: np.ndarray, n_slots: int, batch_size: int) -> torch.Tensor:
+    """:func:`tinynewsrec.evaluate.encode_news` with an ONNX news encoder: the same batches (news
+    sorted by length, padded to each batch's longest), the same [n_slots, D] table."""
+    from tinynewsrec.deploy.onnx_export import run_news
+
+    news_index = np.unique(np.asarray(news_index, dtype=np.int64))
+    news_index = news_index[news_index > 0]
+    news_index = news_index[np.argsort(np.diff(lookup.offsets)[news_index], kind="stable")]
+    parts = [torch.from_numpy(run_news(sess, lookup.batch(news_index[lo: lo + batch_size])))
+             for lo in range(0, len(news_index), batch_size)]
+    vecs = torch.cat(parts)
+    table = torch.zeros(n_slots, vecs.shape[1])
+    table[torch.from_numpy(news_index)] = vecs
+    return table
+
+
+@torch.inference_mode()
+def onnx_dev_scores(model, user_sess, ref_vecs: torch.Tensor, vecs: torch.Tensor, dev, batch_size: int) -> dict:
+    """Scores of every dev candidate by an ONNX backend (its news vectors ``vecs`` and user encoder
+    ``user_sess``) and by the PyTorch user encoder over ``vecs``, in the batches of
+    :func:`tinynewsrec.evaluate.score_impressions`; and the max abs differences of the user vectors
+    to PyTorch's (``ref_vecs``: PyTorch's news vectors)."""
+    from tinynewsrec.deploy.onnx_export import run_user
+    from tinynewsrec.models.cache import pad_ranges
+
+    h_len, c_len = np.diff(dev.history_offsets), np.diff(dev.offsets)
+    onnx_scores, torch_user_scores, alone, end_to_end = [], [], 0.0, 0.0
+    for lo in range(0, len(dev), batch_size):
+        rows = np.arange(lo, min(lo + batch_size, len(dev)))
+        hist, hist_mask = pad_ranges(dev.history, dev.history_offsets[rows], h_len[rows])
+        cand, cand_mask = pad_ranges(dev.candidates, dev.offsets[rows], c_len[rows])
+        hist_mask &= hist > 0
+        hist_t, cand_t = torch.from_numpy(hist.astype(np.int64)), torch.from_numpy(cand.astype(np.int64))
+        mask_t, keep = torch.from_numpy(hist_mask), torch.from_numpy(cand_mask)
+        ref_users = model.encode_user(ref_vecs[hist_t], mask_t)
+        alone = max(alone, float((torch.from_numpy(run_user(user_sess, ref_vecs[hist_t], hist_mask)) - ref_users)
+                                 .abs().max()))
+        users = torch.from_numpy(run_user(user_sess, vecs[hist_t], hist_mask))
+        end_to_end = max(end_to_end, float((users - ref_users).abs().max()))
+        onnx_scores.append(model.score(users, vecs[cand_t])[keep].float())
+        torch_user_scores.append(model.score(model.encode_user(vecs[hist_t], mask_t), vecs[cand_t])[keep].float())
+    return {"scores": torch.cat(onnx_scores).numpy(), "scores_pytorch_user": torch.cat(torch_user_scores).numpy(),
+            "user_max_abs_diff": alone, "user_max_abs_diff_end_to_end": end_to_end}
+
+
+def prepare_model(name: str, folder: Path, tmp: Path, data: Path, tokenizer_name: str, threads: int) -> dict:
+    """Export ``folder`` (if it is not an exported folder yet) and its ONNX fp32 + int8 files; load
+    the PyTorch model and the onnxruntime sessions."""
+    from tinynewsrec.deploy.export import export_model_folder
+    from tinynewsrec.deploy.onnx_export import export_onnx, session
+    from tinynewsrec.models.plm import load_tokenizer
+    from tinynewsrec.recommender import load_recommender
+
+    exported = folder
+    if not is_exported(folder):
+        say(f"onnx: exporting {name} ({folder}) into a temporary folder")
+        exported = export_model_folder(folder, tmp / name / "model", params_path=data / "params.yaml",
+                                       tokenizer=load_tokenizer(tokenizer_name))
+    say(f"onnx: writing and checking {name}'s ONNX fp32 and int8 files")
+    report = export_onnx(exported, tmp / name / "onnx", int8=True)
+    model = load_recommender(exported).eval()
+    sessions = {"onnx_fp32": (session(report["news_encoder"]["path"], threads),
+                              session(report["user_encoder"]["path"], threads)),
+                "onnx_int8": (session(report["news_encoder.int8"]["path"], threads),
+                              session(report["user_encoder.int8"]["path"], threads))}
+    check = {k: {"mb": round(v["bytes"] / 2**20, 2), "max_abs_diff": v["max_abs_diff"],
+                 "correlation": round(v["correlation"], 6)} for k, v in report.items()}
+    return {"model": model, "sessions": sessions, "export_check": check, "exported": exported}
+
+
+def bench_onnx(args) -> dict:
+    started, load = time.perf_counter(), os.getloadavg()
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError:
+        raise ParamError("the onnx section needs the onnx and onnxruntime packages (pip install -e '.[deploy]')") \
+            from None
+    from tinynewsrec.data import schemas
+    from tinynewsrec.efficiency import bench_batches
+    from tinynewsrec.models.plmnr import NewsTokens
+    from tinynewsrec.params import load_params
+
+    specs = {name: Path(folder) for name, folder in parse_pairs(args.models, "--models").items()}
+    if not specs:
+        raise DataError("the onnx section needs --models NAME=FOLDER ... (e.g. teacher=models/teacher_3)")
+    rows_override = parse_pairs(args.eval_row, "--eval-row")
+    unknown = sorted(set(rows_override) - set(specs))
+    if unknown:
+        raise DataError(f"--eval-row names {unknown[0]!r}, which is not a model of --models")
+    for name, folder in specs.items():
+        if not (folder / "config.json").is_file():
+            raise DataError(f"--models {name}={folder}: no model folder there (no config.json)")
+    data = Path(args.data)
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    params = load_params(data / "params.yaml")
+    tokens = schemas.read_tokens(data / "data/tokens/news.parquet")
+    dev = DevImpressions.read(data / "data/samples/dev.parquet", params.data.history_len)
+    if len(dev) == 0:
+        raise DataError(f"{data / 'data/samples/dev.parquet'} holds no impressions")
+    news_index = tokens.column("news_index").to_numpy()
+    n_slots = int(news_index.max()) + 1
+    title_tokens = NewsTokens(tokens, "title_ids")
+    batches = bench_batches(title_tokens, news_index, args.encode_news, params.eval.bench_batch, params.plm.title_len)
+    feeds = [{k: v.numpy() for k, v in b.items()} for b in batches]  # the same arrays, for onnxruntime
+    tokenizer_name = params.plm.name
+    if (data / tokenizer_name).exists():
+        tokenizer_name = str(data / tokenizer_name)
+
+    out = {"threads": {"torch": threads, "onnxruntime_intra_op": threads}, "onnxruntime": onnxruntime.__version__,
+           "data": str(data.resolve()), "news_per_pass": args.encode_news, "batch_size": params.eval.bench_batch,
+           "pad_len": params.plm.title_len, "rounds": args.rounds,
+           "dev": {"impressions": len(dev), "news": len(dev.news_index())}, "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = {name: prepare_model(name, folder, Path(tmp), data, tokenizer_name, threads)
+                    for name, folder in specs.items()}
+        runs = {}
+        for name, p in prepared.items():
+            runs[(name, "pytorch_fp32")] = p["model"].encode_news, batches
+            for backend, (news_sess, _) in p["sessions"].items():
+                runs[(name, backend)] = functools.partial(news_sess.run, None), feeds
+        say(f"onnx: {args.encode_news} news in batches of {params.eval.bench_batch} padded to {params.plm.title_len} "
+            f"tokens, {len(runs)} (model, backend) pairs, 1 warm-up + {args.rounds} rounds, {threads} thread(s)")
+        speeds = {key: [] for key in runs}
+        order = list(runs)
+        with torch.inference_mode():
+            for run, inputs in runs.values():  # the warm-up round, untimed
+                timed_pass(run, inputs)
+            for r in range(args.rounds):
+                shift = r % len(order)
+                for key in order[shift:] + order[:shift]:  # the order rotates every round
+                    speeds[key].append(timed_pass(*runs[key]))
+                say(f"  round {r + 1}/{args.rounds}: " + ", ".join(
+                    f"{n} {b} {max(v):.0f}" for (n, b), v in speeds.items()) + " news/s (best so far)")
+
+        for name, p in prepared.items():
+            model = p["model"]
+            say(f"onnx: {name}: dev news and impressions, {len(BACKENDS)} backends")
+            cache_lookup = news_lookup(model.plm, tokens, "title_ids", data / "data/cache/frozen/title", name)
+            stage_vecs, stage_scores = evaluate_model(model, dev, cache_lookup, n_slots=n_slots,
+                                                      encode_batch=params.plm.encode_batch,
+                                                      batch_size=params.eval.batch_size, name=name, progress=False)
+            as_stage = rank_and_score(stage_scores, dev, name).metrics
+            if isinstance(cache_lookup, NewsTokens):  # the evaluate stage read token ids too: the same vectors
+                ref_vecs, ref = stage_vecs, as_stage
+            else:
+                ref_vecs = encode_news(model, title_tokens, dev.news_index(), n_slots=n_slots,
+                                       batch_size=params.plm.encode_batch, progress=False)
+                ref = rank_and_score(score_impressions(model, ref_vecs, dev, batch_size=params.eval.batch_size,
+                                                       progress=False), dev, name).metrics
+            del stage_vecs
+            path, row = eval_json_row(specs[name], rows_override.get(name))
+            try:
+                recorded = json.loads(path.read_text()).get(row) if path is not None and path.is_file() else None
+            except (OSError, ValueError, AttributeError):
+                recorded = None
+            eval_check = {"path": None if path is None else str(path), "row": row,
+                          "news_input_of_evaluate_stage": ("token ids" if isinstance(cache_lookup, NewsTokens)
+                                                           else "frozen-layer cache data/cache/frozen/title"),
+                          "pytorch_fp32_as_evaluate_stage": as_stage,
+                          "eval_json_auc": recorded.get("auc") if isinstance(recorded, dict) else None}
+            eval_check["equal"] = (None if eval_check["eval_json_auc"] is None
+                                   else round(as_stage["auc"], 6) == round(eval_check["eval_json_auc"], 6))
+            eval_check["pytorch_fp32_token_ids_auc_minus_eval_json"] = (
+                None if eval_check["eval_json_auc"] is None else round(ref["auc"] - eval_check["eval_json_auc"], 6))
+            pt_speed = speeds[(name, "pytorch_fp32")]
+            dev_rows = torch.from_numpy(dev.news_index())
+            backends = {"pytorch_fp32": {"news_max_abs_diff": 0.0, "user_max_abs_diff": 0.0,
+                                         "user_max_abs_diff_end_to_end": 0.0, "user_encoder": "pytorch fp32",
+                                         "news_vector_max_abs": float(ref_vecs[dev_rows].abs().max()),
+                                         "dev": ref}}
+            for backend, (news_sess, user_sess) in p["sessions"].items():
+                vecs = onnx_news_table(news_sess, title_tokens, dev.news_index(), n_slots, params.plm.encode_batch)
+                scored = onnx_dev_scores(model, user_sess, ref_vecs, vecs, dev, params.eval.batch_size)
+                backends[backend] = {
+                    "news_max_abs_diff": float((vecs[dev_rows] - ref_vecs[dev_rows]).abs().max()),
+                    "user_max_abs_diff": scored["user_max_abs_diff"],
+                    "user_max_abs_diff_end_to_end": scored["user_max_abs_diff_end_to_end"],
+                    "user_encoder": backend.replace("_", " "),
+                    "dev": rank_and_score(scored["scores"], dev, f"{name} {backend}").metrics,
+                    "dev_with_pytorch_user_encoder": rank_and_score(scored["scores_pytorch_user"], dev).metrics}
+            for backend, b in backends.items():
+                v = speeds[(name, backend)]
+                b.update({"news_per_s_best": round(max(v), 1), "news_per_s_median": round(statistics.median(v), 1),
+                          "speedup_best": round(max(v) / max(pt_speed), 2),
+                          "speedup_median": round(statistics.median(v) / statistics.median(pt_speed), 2),
+                          "news_per_s_rounds": [round(x, 1) for x in v]})
+            out["models"][name] = {"folder": str(specs[name]), "layers": len(model.plm.encoder.layer),
+                                   "exported": "given" if p["exported"] == specs[name] else "by this benchmark",
+                                   "backends": backends, "eval_json": eval_check, "export_check": p["export_check"]}
+    out["context"] = context(started, load)
+    return out
+
+
+def onnx_table(r: dict) -> str:
+    """The onnx section as a markdown table."""
+    head = (f"{r['news_per_pass']} news in batches of {r['batch_size']} padded to {r['pad_len']} tokens, "
+            f"{r['threads']['torch']} thread(s) for torch and onnxruntime; news/s: best (median) of {r['rounds']} "
+            f"rounds; max abs diff to PyTorch fp32 of the news / user vectors (end to end); dev AUC over "
+            f"{r['dev']['impressions']:,} impressions ({r['dev']['news']:,} news), each backend's own user encoder.")
+    lines = [head, "", "| model | layers | backend | news/s | speed-up vs PyTorch fp32 | max abs diff (news / user) | dev AUC |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in r["models"].items():
+        for backend, b in m["backends"].items():
+            diff = ("0 (reference)" if backend == "pytorch_fp32" else
+                    f"{b['news_max_abs_diff']:.1e} / {b['user_max_abs_diff_end_to_end']:.1e}")
+            lines.append(f"| {name} | {m['layers']} | {backend.replace('_', ' ')} | {b['news_per_s_best']:,.1f} "
+                         f"({b['news_per_s_median']:,.1f}) | {b['speedup_best']:.2f}x | {diff} | {b['dev']['auc']:.4f} |")
+    for name, m in r["models"].items():
+        e = m["eval_json"]
+        verdict = {True: "equal", False: "NOT equal", None: "not checked (no such file or row)"}[e["equal"]]
+        lines.append(f"\n{name}: PyTorch fp32 evaluated as the evaluate stage ({e['news_input_of_evaluate_stage']}): "
+                     f"AUC {e['pytorch_fp32_as_evaluate_stage']['auc']:.6f}; {e['path']} row {e['row']}: "
+                     f"{e['eval_json_auc']} -> {verdict}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="*", choices=SECTIONS)
@@ -220,15 +534,32 @@ def main(argv=None) -> None:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
     p.add_argument("--model", help="a model folder to serve (default: a tiny random PLM-NR)")
+    p.add_argument("--models", nargs="+", metavar="NAME=FOLDER", help="onnx: the models to compare")
+    p.add_argument("--eval-row", nargs="+", metavar="NAME=PATH#ROW",
+                   help="onnx: the metrics/eval.json-style file and row a model's PyTorch AUC is checked against")
+    p.add_argument("--data", default=str(ROOT), help="onnx: the repository root whose params.yaml, data/tokens and "
+                   "data/samples are used (default: this repository)")
+    p.add_argument("--encode-news", type=int, default=1024, help="onnx: news per timed pass")
+    p.add_argument("--rounds", type=int, default=7, help="onnx: timed rounds after the warm-up round")
+    p.add_argument("--threads", type=int, help="onnx: torch and onnxruntime threads (default: torch's choice)")
     p.add_argument("--out", default=str(ROOT / "metrics" / "bench_deploy.json"))
     args = p.parse_args(argv)
+    if min(args.encode_news, args.rounds) < 1 or (args.threads is not None and args.threads < 1):
+        p.error("--encode-news, --rounds and --threads must be >= 1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(args.out)
     figures = json.loads(out.read_text()) if out.exists() else {}
-    for section in args.only or SECTIONS:
+    chosen = args.only or [s for s in SECTIONS if s != "onnx" or args.models]
+    for section in chosen:
         print(f"--- {section}", flush=True)
-        figures[section] = {"index": bench_index, "service": bench_service}[section](args)
-        print(json.dumps(figures[section], indent=2), flush=True)
-    write_json(figures, out)
+        try:
+            figures[section] = {"index": bench_index, "service": bench_service, "onnx": bench_onnx}[section](args)
+        except (DataError, ParamError) as e:
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            sys.exit(2)
+        print(onnx_table(figures[section]) if section == "onnx" else json.dumps(figures[section], indent=2), flush=True)
+        write_json(figures, out)  # after every section: an interrupted run keeps what it measured
     print(f"wrote {out}")
 
 

@@ -549,3 +549,132 @@ def test_a_user_mistake_is_one_line_on_stderr_and_exit_2_in_a_real_process(tmp_p
     r = subprocess.run([sys.executable, "-m", "tinynewsrec.deploy.cli", "recommend", str(tmp_path / "missing"),
                         "--news", "x.tsv", "--history", "N1"], check=False, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: no such model folder"]
+
+
+# --- 6. the ONNX benchmark (benchmarks/bench_deploy.py --only onnx) ------------------------
+
+
+def load_bench_deploy():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_deploy.py"
+    spec = importlib.util.spec_from_file_location("bench_deploy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench_world(tmp_path_factory):
+    """The evaluate tests' tiny world (a 3-layer teacher stand-in whose frozen-layer cache fits) plus
+    a 2-layer random student (no cache fits it), both evaluated by the evaluate stage."""
+    import yaml
+    from conftest import load_stage
+    from test_evaluate import make_world
+
+    root = make_world(tmp_path_factory.mktemp("bench_world"), teachers=1)
+    torch.manual_seed(7)
+    student = PLMNR(make_tiny_bert(num_layers=2, hidden=32, seed=7), SMALL)
+    with atomic_dir(root / "models" / "student") as tmp:
+        student.save_pretrained(tmp, method="test stand-in")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["eval"]["models"] = ["student"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        load_stage("evaluate").main()
+    return root
+
+
+@pytest.fixture(scope="module")
+def onnx_bench(bench_world, tmp_path_factory):
+    """One run of the onnx section on the tiny world; the output file already held an index section."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("bench") / "bench_deploy.json"
+    out.write_text(json.dumps({"index": {"kept": True}}))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        load_bench_deploy().main(["--only", "onnx", "--data", str(bench_world), "--rounds", "2", "--encode-news", "32",
+                                  "--threads", "1", "--out", str(out), "--models",
+                                  f"teacher={bench_world / 'models/teacher_0'}",
+                                  f"student-2={bench_world / 'models/student'}"])
+    return {"figures": json.loads(out.read_text()), "printed": printed.getvalue(),
+            "eval": json.loads((bench_world / "metrics/eval.json").read_text())}
+
+
+@onnx_missing
+def test_onnx_bench_times_every_backend_of_every_model_and_keeps_the_other_sections(onnx_bench):
+    figures = onnx_bench["figures"]
+    r = figures["onnx"]
+    assert figures["index"] == {"kept": True}
+    assert r["threads"] == {"torch": 1, "onnxruntime_intra_op": 1} and r["rounds"] == 2
+    assert {name: m["layers"] for name, m in r["models"].items()} == {"teacher": 3, "student-2": 2}
+    for m in r["models"].values():
+        assert set(m["backends"]) == {"pytorch_fp32", "onnx_fp32", "onnx_int8"}
+        for b in m["backends"].values():
+            assert len(b["news_per_s_rounds"]) == 2 and all(np.isfinite(x) and x > 0 for x in b["news_per_s_rounds"])
+            assert b["news_per_s_best"] == max(b["news_per_s_rounds"])
+        assert m["backends"]["pytorch_fp32"]["speedup_best"] == 1.0
+
+
+@onnx_missing
+def test_onnx_bench_fp32_parity_is_below_1e_4_and_int8_is_finite_and_small(onnx_bench):
+    for m in onnx_bench["figures"]["onnx"]["models"].values():
+        b = m["backends"]
+        scale = b["pytorch_fp32"]["news_vector_max_abs"]
+        keys = ("news_max_abs_diff", "user_max_abs_diff", "user_max_abs_diff_end_to_end")
+        assert all(b["onnx_fp32"][k] < 1e-4 for k in keys), b["onnx_fp32"]
+        assert all(np.isfinite(b["onnx_int8"][k]) and 0 < b["onnx_int8"][k] < 0.1 * scale for k in keys), b["onnx_int8"]
+
+
+@onnx_missing
+def test_onnx_bench_pytorch_auc_equals_the_evaluate_stages_eval_json_row(onnx_bench):
+    models = onnx_bench["figures"]["onnx"]["models"]
+    for name, row in (("teacher", "teacher_0"), ("student-2", "student")):
+        check = models[name]["eval_json"]
+        assert check["row"] == row and check["equal"] is True
+        assert check["pytorch_fp32_as_evaluate_stage"] == onnx_bench["eval"][row]
+    assert models["teacher"]["eval_json"]["news_input_of_evaluate_stage"].startswith("frozen-layer cache")
+    assert models["student-2"]["eval_json"]["news_input_of_evaluate_stage"] == "token ids"
+    assert models["student-2"]["backends"]["pytorch_fp32"]["dev"] == onnx_bench["eval"]["student"]
+
+
+@onnx_missing
+def test_onnx_bench_fp32_dev_metrics_equal_pytorchs(onnx_bench):
+    for m in onnx_bench["figures"]["onnx"]["models"].values():
+        ref = m["backends"]["pytorch_fp32"]["dev"]
+        for key in ("dev", "dev_with_pytorch_user_encoder"):
+            got = m["backends"]["onnx_fp32"][key]
+            assert all(abs(got[k] - ref[k]) < 1e-4 for k in ref), (key, got, ref)
+
+
+@onnx_missing
+def test_onnx_bench_prints_a_markdown_row_per_model_and_backend(onnx_bench):
+    rows = [line for line in onnx_bench["printed"].splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| model | layers | backend | news/s | speed-up vs PyTorch fp32")
+    assert [r.split(" | ")[:3] for r in rows[1:]] == [
+        ["| teacher", "3", "pytorch fp32"], ["| teacher", "3", "onnx fp32"], ["| teacher", "3", "onnx int8"],
+        ["| student-2", "2", "pytorch fp32"], ["| student-2", "2", "onnx fp32"], ["| student-2", "2", "onnx int8"]]
+
+
+@onnx_missing
+@pytest.mark.parametrize("models, message", [(["teacher"], "'teacher' is not NAME=VALUE"),
+                                             (["teacher=/nowhere/teacher_0"], "/nowhere/teacher_0: no model folder")])
+def test_onnx_bench_bad_models_argument_is_one_line_and_exit_2(tmp_path, capsys, models, message):
+    with pytest.raises(SystemExit) as e:
+        load_bench_deploy().main(["--only", "onnx", "--out", str(tmp_path / "out.json"), "--models", *models])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and message in err[0] and not (tmp_path / "out.json").exists()
+
+
+def test_onnx_bench_checks_a_model_against_its_own_pipelines_eval_json_or_a_named_row(files, tmp_path):
+    eval_json_row = load_bench_deploy().eval_json_row
+    root = files["root"]  # models/student beside metrics/eval.json
+    assert eval_json_row(files["model"], None) == (root / "metrics" / "eval.json", "student")
+    copy = tmp_path / "student_1layer"
+    shutil.copytree(files["model"], copy)  # copied out of its pipeline: no row is guessed
+    assert eval_json_row(copy, None) == (None, "student_1layer")
+    assert eval_json_row(copy, "/x/eval.json#student") == (Path("/x/eval.json"), "student")
+    assert eval_json_row(files["exported"], None) == (None, "student")  # the name it was exported under

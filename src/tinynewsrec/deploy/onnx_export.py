@@ -68,13 +68,38 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
-def session(path: str | os.PathLike):
-    """An onnxruntime CPU session of ``path``."""
+def session(path: str | os.PathLike, threads: int | None = None):
+    """An onnxruntime CPU session of ``path``. ``threads``: its intra-op thread count (None:
+    onnxruntime's choice); when given, one inter-op thread and no spin-waiting, so that a session
+    set to N threads uses N cores as ``torch.set_num_threads(N)`` does and leaves no thread spinning
+    between runs (benchmarks run it side by side with PyTorch)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _numpy(x, dtype) -> np.ndarray:
+    return np.ascontiguousarray((x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)).astype(dtype, copy=False))
+
+
+def run_news(sess, batch: dict) -> np.ndarray:
+    """News vectors float32 [N, D] of a ``news_encoder*.onnx`` session for a token batch
+    ``{"input_ids", "attention_mask"}`` (torch tensors or numpy arrays, as
+    :meth:`~tinynewsrec.models.plmnr.NewsTokens.batch` gives them)."""
+    return sess.run(None, {"input_ids": _numpy(batch["input_ids"], np.int64),
+                           "attention_mask": _numpy(batch["attention_mask"], np.int64)})[0]
+
+
+def run_user(sess, history, history_mask) -> np.ndarray:
+    """User vectors float32 [B, D] of a ``user_encoder*.onnx`` session: ``history`` [B, L, D]
+    (the clicked news' vectors), ``history_mask`` [B, L] (True = a click)."""
+    return sess.run(None, {"history": _numpy(history, np.float32), "history_mask": _numpy(history_mask, np.bool_)})[0]
 
 
 def news_inputs(vocab_size: int, n: int, t: int, seed: int) -> dict:
