@@ -5,7 +5,11 @@
   history is a cold user, ranked by the model's cold-user vector, and says so);
 - ``GET /health`` -> ``{"status": "ok", "model", "kind", "news", "dim"}``;
 - ``GET /?history=N1+N2&k=10`` -> an HTML page: the user's clicked titles and the recommended
-  titles with their scores (a form to try other histories).
+  titles with their scores (a form to try other histories). It is rendered on the server (no
+  script: it reads the same in any browser, or in curl); the parts carry ids and classes
+  (``#error``, ``#clicked``, ``#recommended``; ``.title``, ``.score``, ``.news-id``) so that a
+  browser test can read them. A bad history or ``k`` gives the page with the same one-line
+  message ``POST /recommend`` answers, in ``#error`` (status 422), not a blank page.
 
 A bad request is a 4xx with ``{"error": "<one line>"}``: 400 for a body that is not JSON or not
 an object, 422 for a wrong field (``history`` not a list of strings, ``k`` not an integer in
@@ -84,16 +88,19 @@ def _page(recs, history: list[str], k: int, result: dict | None, error: str | No
              f"<input name='history' size='50' value='{esc(' '.join(history))}'></label> "
              f"<label>k <input name='k' size='3' value='{k}'></label> <button>recommend</button></form>")]
     if error:
-        parts.append(f"<p style='color:#a00'>{esc(error)}</p>")
+        parts.append(f"<p id='error' role='alert' style='color:#a00'>{esc(error)}</p>")
     parts.append("<h2>Clicked</h2>")
     if history:
-        parts.append("<ol>" + "".join(f"<li>{esc(title(h))} <small>({esc(h)})</small></li>" for h in history) + "</ol>")
+        parts.append("<ol id='clicked'>" + "".join(f"<li><span class='title'>{esc(title(h))}</span> "
+                                                   f"<small>(<span class='news-id'>{esc(h)}</span>)</small></li>" for h in history)
+                     + "</ol>")
     else:
-        parts.append("<p>No clicks: a cold user, ranked by the model's cold-user vector.</p>")
+        parts.append("<p id='clicked'>No clicks: a cold user, ranked by the model's cold-user vector.</p>")
     if result is not None:
-        parts.append("<h2>Recommended</h2><table><tr><th>#</th><th>score</th><th>title</th><th>id</th></tr>")
-        parts += [f"<tr><td>{i}</td><td>{it['score']:.4f}</td><td>{esc(it['title'])}</td><td>{esc(it['news_id'])}</td></tr>"
-                  for i, it in enumerate(result["items"], 1)]
+        parts.append("<h2>Recommended</h2><table id='recommended'><tr><th>#</th><th>score</th><th>title</th>"
+                     "<th>id</th></tr>")
+        parts += [f"<tr><td>{i}</td><td class='score'>{it['score']:.4f}</td><td class='title'>{esc(it['title'])}</td>"
+                  f"<td class='news-id'>{esc(it['news_id'])}</td></tr>" for i, it in enumerate(result["items"], 1)]
         parts.append("</table>")
     parts.append("</body></html>")
     return "".join(parts)
@@ -148,7 +155,7 @@ def create_app(model_folder: str | os.PathLike, index_path: str | os.PathLike, b
         try:
             k_int = int(k)
         except ValueError:
-            k_int = -1
+            k_int = k  # the message then names what was typed ("got 'ten'")
         try:
             ids, k_int = _check_request({"history": ids, "k": k_int})
             result = recs.recommend(ids, k_int)
