@@ -366,20 +366,27 @@ def _score_fast(encoder: UserEncoder, news_vecs: torch.Tensor, dev: DevImpressio
     return scores.float()
 
 
-#: candidates per dot-product step on a CPU: the gathered news and user rows (4 MB each) stay in
-#: the cache between the gather and the multiply-add (measured on this 2-core machine: 4,096 per
-#: step ran 7x faster than 65,536); other devices take a whole batch at once
-CPU_DOT_CHUNK = 4096
+#: candidates per dot-product step on a CPU: the gathered news and user rows (1 MB each at
+#: 256 dims) stay in the core's cache between the gather and the multiply-add, in buffers
+#: allocated once per batch (on this 2-core machine 4,096 per step ran 7x faster than 65,536
+#: freshly allocated rows, and 512-1,024 ~20% faster than 4,096); other devices take a whole
+#: batch at once
+CPU_DOT_CHUNK = 1024
 
 
 def _dot(users: torch.Tensor, news_vecs: torch.Tensor, candidates: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """<u_b, n_c> for the flat ``candidates`` of the users [B, D] (``counts[b]`` each, in order)."""
     owner = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
-    chunk = CPU_DOT_CHUNK if users.device.type == "cpu" else len(candidates)
-    out = torch.empty(len(candidates), dtype=users.dtype, device=users.device)
-    for a in range(0, len(candidates), max(chunk, 1)):
-        b = a + chunk
-        out[a:b] = (news_vecs.index_select(0, candidates[a:b]) * users.index_select(0, owner[a:b])).sum(dim=-1)
+    n = len(candidates)
+    chunk = max(1, min(n, CPU_DOT_CHUNK if users.device.type == "cpu" else n))
+    out = torch.empty(n, dtype=users.dtype, device=users.device)
+    news_rows = torch.empty(chunk, users.shape[1], dtype=users.dtype, device=users.device)
+    user_rows = torch.empty_like(news_rows)
+    for a in range(0, n, chunk):
+        b = min(a + chunk, n)
+        v = torch.index_select(news_vecs, 0, candidates[a:b], out=news_rows[: b - a])
+        u = torch.index_select(users, 0, owner[a:b], out=user_rows[: b - a])
+        torch.sum(v.mul_(u), dim=-1, out=out[a:b])
     return out
 
 
