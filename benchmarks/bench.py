@@ -47,8 +47,8 @@ already has in metrics/bench.json, so the file stays complete):
     paths in the same process: ``per_slot`` (the generic ``encode_user`` path: the attention
     logit of every history slot of every impression, batches in dev order padded to their
     longest history and candidate list) and ``fast`` (the pipeline's path for PLM-NR: one logit
-    per news, impressions in batches ordered by history length, only real candidates scored).
-    Then the largest absolute score difference between the two, whether their metrics (at 6
+    per news, impressions in batches ordered by candidate count then history length, only real
+    candidates scored). Then the largest absolute score difference between the two, whether their metrics (at 6
     decimals; also the leaderboard's, from the ranks) are equal, and how many candidates got
     another rank (float rounding can reorder two nearly equal scores).
 
@@ -536,6 +536,9 @@ def bench_eval(args, params) -> dict:
         "candidates_with_another_rank": len(moved),
         "impressions_with_another_ranking": len(np.unique(np.searchsorted(dev.offsets, moved, side="right"))),
         "auc_of_random_scores": round(runs["fast"]["metrics"]["auc"], 4),
+        # spin-waiting OpenMP threads (the default) make every parallel step wait for a descheduled
+        # thread when other work shares the CPU: record the policy the figures were measured under
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
 
 

@@ -359,6 +359,15 @@ def test_fast_scores_equal_the_per_slot_path():
     assert rank_and_score(fast, dev).metrics == rank_and_score(per_slot, dev).metrics  # at 6 decimals
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 10])
+def test_fast_path_in_small_dot_steps_gives_the_same_scores(monkeypatch, chunk):
+    """Dot-product steps smaller than one impression's candidates (1, 3) or spanning a few (10)."""
+    model, dev, vecs = random_plmnr(), random_dev(), random_vecs()
+    expected = score_impressions(model, vecs, dev, batch_size=5, progress=False, fast=False)
+    monkeypatch.setattr(evaluate, "CPU_DOT_CHUNK", chunk)
+    assert close(score_impressions(model, vecs, dev, batch_size=7, progress=False), expected)
+
+
 def by_hand(model, vecs, dev) -> np.ndarray:
     """Every impression's scores, one impression at a time, by the user encoder itself."""
     out = []

@@ -333,8 +333,15 @@ def _ragged_take(offsets: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np
 def _score_fast(encoder: UserEncoder, news_vecs: torch.Tensor, dev: DevImpressions, rows: np.ndarray,
                 batch_size: int, bar) -> torch.Tensor:
     """Flat scores of the impressions ``rows`` (contiguous, as :func:`_my_rows` gives them) by
-    the fast path: impressions in batches ordered by history length (little padding), each
-    batch's scores written straight to its candidates' places in the original order."""
+    the fast path, in batches of ``batch_size`` impressions ordered by candidate count, then by
+    history length; each batch's scores are written straight to its candidates' places in the
+    original order.
+
+    Why that order: the user vectors' weighted sums read the real clicks only (no history
+    padding is ever gathered; the [B, L] logits are all that is padded, and the second key keeps
+    that small), while equal candidate counts let :func:`_dot` score whole blocks of impressions
+    against their user vectors without gathering a user row per candidate (20% less time for
+    the dot products on this machine than a flat layout)."""
     device = news_vecs.device
     if len(rows) == 0:
         return torch.zeros(0, device=device)
@@ -343,14 +350,14 @@ def _score_fast(encoder: UserEncoder, news_vecs: torch.Tensor, dev: DevImpressio
         raise ValueError("the fast path scores a contiguous range of impressions")
     h_offsets = dev.history_offsets[lo : hi + 1] - dev.history_offsets[lo]
     c_offsets = dev.offsets[lo : hi + 1] - dev.offsets[lo]
-    order = np.argsort(np.diff(h_offsets), kind="stable")
+    order = np.lexsort((np.diff(h_offsets), np.diff(c_offsets)))  # candidate count, then history length
     h_src, h_off = _ragged_take(h_offsets, order)
     c_src, c_off = _ragged_take(c_offsets, order)
     history = dev.history[dev.history_offsets[lo] : dev.history_offsets[hi]][h_src]
     del h_src
-    h_len = np.diff(h_off)
-    c_len = torch.from_numpy(np.diff(c_off)).to(device)
-    candidates = torch.from_numpy(dev.candidates[dev.offsets[lo] : dev.offsets[hi]][c_src]).to(device)
+    h_len, c_len = np.diff(h_off), np.diff(c_off)
+    candidates = torch.from_numpy(dev.candidates[dev.offsets[lo] : dev.offsets[hi]][c_src].astype(np.int64))
+    candidates = candidates.to(device)
     c_src = torch.from_numpy(c_src).to(device)  # sorted position -> original position
     users_of = AttentionUsers(encoder, news_vecs)
     users_of.ensure(torch.from_numpy(history[history > 0]).to(device))
@@ -361,32 +368,42 @@ def _score_fast(encoder: UserEncoder, news_vecs: torch.Tensor, dev: DevImpressio
         mask &= hist > 0
         users = users_of.pool(torch.from_numpy(hist.astype(np.int64)).to(device), torch.from_numpy(mask).to(device))
         a, b = int(c_off[b0]), int(c_off[b1])
-        scores[c_src[a:b]] = _dot(users, news_vecs, candidates[a:b].long(), c_len[b0:b1])
+        scores[c_src[a:b]] = _dot(users, news_vecs, candidates[a:b], c_len[b0:b1])
         bar.update(b1 - b0)
     return scores.float()
 
 
-#: candidates per dot-product step on a CPU: the gathered news and user rows (1 MB each at
-#: 256 dims) stay in the core's cache between the gather and the multiply-add, in buffers
-#: allocated once per batch (on this 2-core machine 4,096 per step ran 7x faster than 65,536
-#: freshly allocated rows, and 512-1,024 ~20% faster than 4,096); other devices take a whole
-#: batch at once
-CPU_DOT_CHUNK = 1024
+#: candidates per dot-product step on a CPU: the gathered news rows (2 MB at 256 dims) stay in
+#: the core's cache between the gather and the multiply-add, in a buffer allocated once per
+#: batch (on this 2-core machine ~1,000-2,000 per step ran 7x faster than 65,536 freshly
+#: allocated rows); other devices take as many as a batch has
+CPU_DOT_CHUNK = 2048
 
 
-def _dot(users: torch.Tensor, news_vecs: torch.Tensor, candidates: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """<u_b, n_c> for the flat ``candidates`` of the users [B, D] (``counts[b]`` each, in order)."""
-    owner = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
-    n = len(candidates)
-    chunk = max(1, min(n, CPU_DOT_CHUNK if users.device.type == "cpu" else n))
+def _dot(users: torch.Tensor, news_vecs: torch.Tensor, candidates: torch.Tensor, counts: np.ndarray) -> torch.Tensor:
+    """<u_b, n_c> for the flat ``candidates`` of the users [B, D], ``counts[b]`` each, in order.
+
+    Impressions with equal counts (consecutive, as :func:`_score_fast` orders them) are scored
+    as blocks [k, C, D] * [k, 1, D] summed over D, so no user row is copied per candidate."""
+    n, dim = len(candidates), users.shape[1]
     out = torch.empty(n, dtype=users.dtype, device=users.device)
-    news_rows = torch.empty(chunk, users.shape[1], dtype=users.dtype, device=users.device)
-    user_rows = torch.empty_like(news_rows)
-    for a in range(0, n, chunk):
-        b = min(a + chunk, n)
-        v = torch.index_select(news_vecs, 0, candidates[a:b], out=news_rows[: b - a])
-        u = torch.index_select(users, 0, owner[a:b], out=user_rows[: b - a])
-        torch.sum(v.mul_(u), dim=-1, out=out[a:b])
+    if n == 0:
+        return out
+    chunk = CPU_DOT_CHUNK if users.device.type == "cpu" else n
+    buffer = torch.empty(max(chunk, int(counts.max())), dim, dtype=users.dtype, device=users.device)
+    starts = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    edges = np.concatenate([[0], np.flatnonzero(np.diff(counts)) + 1, [len(counts)]])
+    for r0, r1 in zip(edges[:-1].tolist(), edges[1:].tolist()):  # runs of equal counts
+        size = int(counts[r0])
+        if size == 0:
+            continue
+        step = max(1, chunk // size)
+        for i0 in range(r0, r1, step):
+            i1 = min(i0 + step, r1)
+            a, b = int(starts[i0]), int(starts[i1])
+            news = torch.index_select(news_vecs, 0, candidates[a:b], out=buffer[: b - a]).view(i1 - i0, size, dim)
+            torch.sum(news.mul_(users[i0:i1].unsqueeze(1)), dim=-1, out=out[a:b].view(i1 - i0, size))
     return out
 
 
@@ -408,9 +425,9 @@ def score_impressions(
 
     ``model``: a :class:`~tinynewsrec.recommender.Recommender`, or a bare user encoder (scored
     by dot product). When :func:`attention_user_encoder` accepts it (PLM-NR) and ``fast``, the
-    fast path (:class:`AttentionUsers`: attention logits once per news, impressions in batches
-    ordered by history length, dot products over the real candidates only); else the generic
-    path: the model's ``encode_user`` and ``score`` on batches of ``batch_size`` impressions in
+    fast path (:class:`AttentionUsers`: attention logits once per news, impressions in
+    batches ordered by candidate count then history length, only real candidates scored);
+    else the generic path: the model's ``encode_user`` and ``score`` on batches of ``batch_size`` impressions in
     dev order, padded to the batch's longest history and candidate list (every history slot
     through the pooling's projection). ``fast=False`` forces the generic path (the reference
     the fast one is tested and benchmarked against).
