@@ -41,11 +41,16 @@ already has in metrics/bench.json, so the file stays complete):
 
 ``eval``
     Evaluation at MIND-dev scale (376,471 synthetic impressions of ~37 candidates, histories of
-    up to 50 clicks; news embeddings given as a random [n_news, 256] table): user vectors and
-    scores (:func:`tinynewsrec.evaluate.score_impressions`) plus the metrics
-    (:func:`tinynewsrec.metrics.evaluate_impressions`): wall time and peak RSS. The scoring is
-    timed once more with the impressions ordered by history length, to show how much of its
-    time goes to history padding (each batch is padded to its longest history).
+    up to 50 clicks; news embeddings given as a random [n_news, 256] table; a random PLM-NR user
+    encoder): user vectors and scores (:func:`tinynewsrec.evaluate.score_impressions`) plus the
+    metrics (:func:`tinynewsrec.metrics.evaluate_impressions`), wall time and peak RSS, by two
+    paths in the same process: ``per_slot`` (the generic ``encode_user`` path: the attention
+    logit of every history slot of every impression, batches in dev order padded to their
+    longest history and candidate list) and ``fast`` (the pipeline's path for PLM-NR: one logit
+    per news, impressions in batches ordered by candidate count then history length, only real
+    candidates scored). Then the largest absolute score difference between the two, whether their metrics (at 6
+    decimals; also the leaderboard's, from the ranks) are equal, and how many candidates got
+    another rank (float rounding can reorder two nearly equal scores).
 
 ``ingest``
     The download (synthetic generation + parse) and split stages at MIND-large scale, run as
@@ -84,17 +89,30 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-import yaml
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from tinynewsrec.efficiency import bench_batches, count_parameters, news_throughput
-from tinynewsrec.evaluate import DevImpressions, evaluate_model, metric_row, news_lookup, score_impressions
+from tinynewsrec.evaluate import (
+    DevImpressions,
+    evaluate_model,
+    metric_row,
+    news_lookup,
+    rank_and_score,
+    score_impressions,
+)
 from tinynewsrec.io import write_json
-from tinynewsrec.metrics import evaluate_impressions
+from tinynewsrec.metrics import METRIC_NAMES, evaluate_impressions, rank_lists
 from tinynewsrec.models.cache import FrozenCache
 from tinynewsrec.models.plm import load_plm
-from tinynewsrec.models.plmnr import PLMNR, NewsTokens, UserEncoder, click_loss, collate_train
+from tinynewsrec.models.plmnr import (
+    PLMNR,
+    NewsTokens,
+    UserEncoder,
+    click_loss,
+    collate_train,
+)
 from tinynewsrec.params import load_params
 from tinynewsrec.train.loop import LoopConfig, fit
 
@@ -471,51 +489,56 @@ def synthetic_dev(n: int, n_news: int, history_len: int, seed: int) -> DevImpres
     )
 
 
-def take_impressions(dev: DevImpressions, order: np.ndarray) -> DevImpressions:
-    """``dev``'s impressions in the order ``order`` (flat ragged arrays gathered, no Python loop)."""
-
-    def take(values, offsets):
-        lengths = np.diff(offsets)[order]
-        new = np.zeros(len(order) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=new[1:])
-        return values[np.repeat(offsets[:-1][order] - new[:-1], lengths) + np.arange(new[-1])], new
-
-    candidates, offsets = take(dev.candidates, dev.offsets)
-    labels, _ = take(dev.labels, dev.offsets)
-    history, history_offsets = take(dev.history, dev.history_offsets)
-    return DevImpressions(dev.impression_ids[order], candidates, labels, offsets, history, history_offsets)
-
-
 def bench_eval(args, params) -> dict:
     dev = synthetic_dev(args.eval_impressions, args.eval_news, params.data.history_len, args.seed)
     torch.manual_seed(args.seed)
     news_vecs = torch.randn(args.eval_news, params.plm.news_dim)
     user_encoder = UserEncoder(params.plm.news_dim).eval()
+    with torch.no_grad():
+        user_encoder.empty_user.normal_()  # a trained cold-user vector is not zero (no all-tied cold impressions)
     baseline = RSS.current_mb()
     say(f"eval: {len(dev):,} impressions, {len(dev.candidates):,} candidates, {len(dev.history):,} history clicks, "
         f"news table [{args.eval_news:,}, {params.plm.news_dim}]; RSS with the inputs {baseline:.0f} MB")
-    with RSS.phase("eval"):
-        start = time.perf_counter()
-        scores = score_impressions(user_encoder, news_vecs, dev, batch_size=params.eval.batch_size, progress=False)
-        scored = time.perf_counter()
-        metrics = evaluate_impressions(scores, dev.labels, dev.offsets, progress=False)
-        done = time.perf_counter()
-    # the same scoring with the impressions ordered by history length: how much of its time is
-    # history padding (every batch is padded to its longest history)
-    by_length = take_impressions(dev, np.argsort(np.diff(dev.history_offsets), kind="stable"))
-    say(f"  scored and evaluated in {done - start:.1f} s; again with the impressions ordered by history length ...")
-    start_sorted = time.perf_counter()
-    score_impressions(user_encoder, news_vecs, by_length, batch_size=params.eval.batch_size, progress=False)
-    sorted_s = time.perf_counter() - start_sorted
+    runs, scores = {}, {}
+    for path, fast in (("per_slot", False), ("fast", True)):
+        with RSS.phase(f"eval/{path}"):
+            start = time.perf_counter()
+            scores[path] = score_impressions(user_encoder, news_vecs, dev, batch_size=params.eval.batch_size,
+                                             progress=False, fast=fast)
+            scored = time.perf_counter()
+            metrics = evaluate_impressions(scores[path], dev.labels, dev.offsets, progress=False)
+            done = time.perf_counter()
+        runs[path] = {"score_s": round(scored - start, 2), "metrics_s": round(done - scored, 2),
+                      "total_s": round(done - start, 2), "impressions_per_s": round(len(dev) / (done - start), 1),
+                      "peak_rss_mb": RSS.peak(f"eval/{path}"), "peak_added_mb": RSS.peak_added(f"eval/{path}"),
+                      "metrics": {k: round(metrics[k], 6) for k in METRIC_NAMES}}
+        say(f"  {path}: scored and evaluated in {done - start:.1f} s")
+    diff = np.abs(scores["fast"].astype(np.float64) - scores["per_slot"])
+    ranks = {path: rank_lists(s, dev.offsets, progress=False) for path, s in scores.items()}
+    moved = np.flatnonzero(ranks["fast"] != ranks["per_slot"])
+    leaderboard = {path: rank_and_score(s, dev).metrics for path, s in scores.items()}
+    fast = runs["fast"]
     return {
-        "impressions": len(dev), "candidates": int(len(dev.candidates)), "history_clicks": int(len(dev.history)),
+        "impressions": len(dev), "candidates": len(dev.candidates), "history_clicks": len(dev.history),
         "n_news": args.eval_news, "news_dim": params.plm.news_dim, "batch_size": params.eval.batch_size,
-        "score_s": round(scored - start, 2), "metrics_s": round(done - scored, 2), "total_s": round(done - start, 2),
-        "impressions_per_s": round(len(dev) / (done - start), 1), "goal_total_s": 60,
-        "rss_with_inputs_mb": round(baseline, 1), "peak_rss_mb": RSS.peak("eval"),
-        "peak_added_mb": RSS.peak_added("eval"), "history_clicks_mean": round(len(dev.history) / len(dev), 2),
-        "auc_of_random_scores": round(metrics["auc"], 4),
-        "score_s_impressions_ordered_by_history_len": round(sorted_s, 2),
+        "history_clicks_mean": round(len(dev.history) / len(dev), 2), "rss_with_inputs_mb": round(baseline, 1),
+        # the pipeline's path (fast) first, as before; the per-slot path beside it
+        "score_s": fast["score_s"], "metrics_s": fast["metrics_s"], "total_s": fast["total_s"],
+        "impressions_per_s": fast["impressions_per_s"], "peak_rss_mb": fast["peak_rss_mb"],
+        "peak_added_mb": fast["peak_added_mb"], "goal_total_s": 5, "paths": runs,
+        "speedup_total": round(runs["per_slot"]["total_s"] / fast["total_s"], 1),
+        "speedup_scores": round(runs["per_slot"]["score_s"] / fast["score_s"], 1),
+        "max_abs_score_difference": float(diff.max()) if len(diff) else 0.0,
+        "max_abs_score": float(np.abs(scores["per_slot"]).max()) if len(diff) else 0.0,
+        "metrics_equal": runs["fast"]["metrics"] == runs["per_slot"]["metrics"],
+        "leaderboard_metrics": leaderboard["fast"],
+        "leaderboard_metrics_equal": leaderboard["fast"] == leaderboard["per_slot"],
+        "candidates_with_another_rank": len(moved),
+        "impressions_with_another_ranking": len(np.unique(np.searchsorted(dev.offsets, moved, side="right"))),
+        "auc_of_random_scores": round(runs["fast"]["metrics"]["auc"], 4),
+        # spin-waiting OpenMP threads (the default) make every parallel step wait for a descheduled
+        # thread when other work shares the CPU: record the policy the figures were measured under
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
 
 
@@ -589,8 +612,8 @@ def bench_ingest(args, params) -> dict:
 
 def summary(name: str, r: dict) -> list[str]:
     if name == "train_step":
-        lines = [f"train_step (batch {r['batch_size']}, {r['rounds']} rounds; best / median seconds per step "
-                 "of forward + backward + Adam):"]
+        lines = [(f"train_step (batch {r['batch_size']}, {r['rounds']} rounds; best / median seconds per step "
+                  "of forward + backward + Adam):")]
         for path in PATHS:
             p = r[path]
             lines.append(f"  {path:<18} {p['step_s_best']:7.3f} / {p['step_s_median']:.3f} s  "
@@ -618,16 +641,24 @@ def summary(name: str, r: dict) -> list[str]:
             f"  {k:<20} {v['news_per_s']:8.1f} news/s  {v['speedup_over_teacher']:5.2f}x the teacher"
             for k, v in sorted(r["models"].items(), key=lambda kv: kv[1]["news_per_s"])]
     if name == "eval":
-        return [f"eval ({r['impressions']:,} impressions, {r['candidates']:,} candidates): scores {r['score_s']:.1f} s "
-                f"+ metrics {r['metrics_s']:.1f} s = {r['total_s']:.1f} s, "
-                f"{r['impressions_per_s']:,.0f} impressions/s, "
+        if "paths" not in r:  # written before the fast path existed
+            return [f"eval ({r['impressions']:,} impressions): {r['total_s']:.1f} s (per-slot path only)"]
+        slow = r["paths"]["per_slot"]
+        head = (f"eval ({r['impressions']:,} impressions, {r['candidates']:,} candidates): scores {r['score_s']:.1f} s "
+                f"+ metrics {r['metrics_s']:.1f} s = {r['total_s']:.1f} s, {r['impressions_per_s']:,.0f} impressions/s, "
                 f"peak RSS {r['peak_rss_mb']:.0f} MB, {r['peak_added_mb']:.0f} MB over the inputs "
-                f"(goal < {r['goal_total_s']} s)",
-                f"  scores with the impressions ordered by history length (less padding): "
-                f"{r['score_s_impressions_ordered_by_history_len']:.1f} s"]
-    return [f"ingest ({r['size']}): download {r['download']['seconds']:.1f} s (peak RSS "
-            f"{r['download']['peak_rss_mb']:.0f} MB), split {r['split']['seconds']:.1f} s (peak RSS "
-            f"{r['split']['peak_rss_mb']:.0f} MB), {r['impressions_per_s']:,.0f} impressions/s"]
+                f"(goal < {r['goal_total_s']} s)")
+        per_slot = (f"  per-slot path (attention logits per history slot): scores {slow['score_s']:.1f} s + metrics "
+                    f"{slow['metrics_s']:.1f} s = {slow['total_s']:.1f} s ({r['speedup_total']:.1f}x the fast path's)")
+        same = (f"  max |score difference| {r['max_abs_score_difference']:.2e} (scores up to {r['max_abs_score']:.1f}); "
+                f"metrics equal: {r['metrics_equal']} (leaderboard's, from ranks: {r['leaderboard_metrics_equal']}); "
+                f"{r['candidates_with_another_rank']:,} candidates in {r['impressions_with_another_ranking']:,} "
+                "impressions ranked differently")
+        return [head, per_slot, same]
+    ingest = (f"ingest ({r['size']}): download {r['download']['seconds']:.1f} s (peak RSS "
+              f"{r['download']['peak_rss_mb']:.0f} MB), split {r['split']['seconds']:.1f} s (peak RSS "
+              f"{r['split']['peak_rss_mb']:.0f} MB), {r['impressions_per_s']:,.0f} impressions/s")
+    return [ingest]
 
 
 def section_list(text: str) -> list[str]:

@@ -266,6 +266,19 @@ def test_the_user_vector_reads_only_the_last_history_len_clicks(files, index):
     assert torch.allclose(recs.user_vectors([["N1", "N2", "N3", "N4"]]), recs.user_vectors([["N3", "N4"]]))
 
 
+def test_user_vectors_take_the_fast_path_and_equal_the_models_encode_user(files, index):
+    model = load_recommender(files["exported"])
+    recs = Recommendations(model, index, history_len=5)
+    assert recs.users is not None  # a PLM-NR: attention logits once per news
+    got = recs.user_vectors([["N1", "N3"], [], ["N2", "N4", "N5", "N6", "N7", "N8"]])
+    pos = torch.tensor([[0, 2, 0, 0, 0], [0, 0, 0, 0, 0], [3, 4, 5, 6, 7]])
+    mask = torch.tensor([[True, True] + [False] * 3, [False] * 5, [True] * 5])
+    with torch.no_grad():
+        expected = model.encode_user(index.vectors[pos], mask)
+    assert torch.allclose(got, expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(got[1], model.user_encoder.empty_user.detach())
+
+
 def test_cli_prints_k_lines_with_ids_titles_and_scores(files, capsys):
     rc = cli(["-q", "recommend", str(files["exported"]), "--news", str(files["news"]), "--history", "N1", "N3",
               "-k", "3"])

@@ -12,20 +12,41 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-
-from tinynewsrec import efficiency
-from tinynewsrec.errors import DataError
-from tinynewsrec.evaluate import DevImpressions, encode_news, oracle_scores, score_impressions
-from tinynewsrec.io import atomic_dir
-from tinynewsrec.metrics import METRIC_NAMES, auc_score, mrr_score, ndcg_score, read_prediction_file
-from tinynewsrec.models.plm import load_plm, load_tokenizer, make_tiny_bert
-from tinynewsrec.models.plmnr import PLMNR, NewsTokens, PLMNRConfig, collate_train
-from tinynewsrec.params import load_params
-from tinynewsrec.train.common import build_caches
 import yaml
-
 from conftest import load_stage, write_params
-from tinynewsrec.recommender import load_recommender
+from torch import nn
+
+from tinynewsrec import efficiency, evaluate
+from tinynewsrec.errors import DataError
+from tinynewsrec.evaluate import (
+    AttentionUsers,
+    DevImpressions,
+    attention_user_encoder,
+    encode_news,
+    oracle_scores,
+    rank_and_score,
+    score_impressions,
+)
+from tinynewsrec.io import atomic_dir
+from tinynewsrec.metrics import (
+    METRIC_NAMES,
+    auc_score,
+    mrr_score,
+    ndcg_score,
+    read_prediction_file,
+)
+from tinynewsrec.models.plm import load_plm, load_tokenizer, make_tiny_bert
+from tinynewsrec.models.plmnr import (
+    PLMNR,
+    AttentionPooling,
+    NewsTokens,
+    PLMNRConfig,
+    UserEncoder,
+    collate_train,
+)
+from tinynewsrec.params import load_params
+from tinynewsrec.recommender import Recommender, load_recommender
+from tinynewsrec.train.common import build_caches
 
 SMALL = PLMNRConfig(news_dim=16, news_query_dim=8, user_query_dim=8)
 
@@ -155,7 +176,7 @@ def test_eval_json_is_what_the_leaderboard_computes_from_prediction_txt(evaluate
     dev = dev_table(evaluated)
     labels = dev.column("labels").to_pylist()
     for name in ("teacher_0", "popularity", "oracle"):
-        ids, ranks, offsets = read_prediction_file(evaluated / f"data/eval/prediction_{name}.txt")
+        _, ranks, offsets = read_prediction_file(evaluated / f"data/eval/prediction_{name}.txt")
         aucs = []
         for i, y in enumerate(labels):
             if 0 < sum(y) < len(y):
@@ -279,3 +300,175 @@ def test_latency_inputs_index_a_compact_table_with_the_same_vectors():
     assert len(table) == len(news) + 1 and torch.all(table[0] == 0)
     for original, local in zip(history + candidates, local_h + local_c):
         assert torch.equal(table[torch.from_numpy(local)], vecs[torch.from_numpy(original.astype(np.int64))])
+
+
+# --- fast scoring (PLM-NR: attention logits once per news) ---------------------------------
+
+
+def random_plmnr(seed: int = 0) -> PLMNR:
+    """A tiny PLM-NR with random user-encoder weights and a non-zero cold-user vector."""
+    torch.manual_seed(seed)
+    model = PLMNR(make_tiny_bert(num_layers=2, hidden=32, seed=seed), SMALL).eval()
+    with torch.no_grad():
+        for p in model.user_encoder.parameters():
+            p.normal_()
+    return model
+
+
+def random_dev(seed: int = 0, n: int = 60, n_news: int = 40, max_history: int = 9) -> DevImpressions:
+    """Impressions in a random order: histories of 0, 1 and ``max_history`` clicks among them,
+    one history of padding only ([0, 0]: a cold user) and one with padding inside; 1..8 candidates."""
+    rng = np.random.default_rng(seed)
+    h_len = rng.integers(0, max_history + 1, n)
+    h_len[:4] = [0, 1, max_history, 2]
+    h_len = h_len[rng.permutation(n)]
+    history = rng.integers(1, n_news, int(h_len.sum())).astype(np.int32)
+    h_off = np.concatenate([[0], np.cumsum(h_len)]).astype(np.int64)
+    two = np.flatnonzero(h_len == 2)[0]
+    history[h_off[two] : h_off[two + 1]] = 0
+    longest = np.flatnonzero(h_len == max_history)[0]
+    history[h_off[longest] + 3] = 0
+    c_len = rng.integers(1, 9, n)
+    c_off = np.concatenate([[0], np.cumsum(c_len)]).astype(np.int64)
+    labels = (rng.random(int(c_off[-1])) < 0.3).astype(np.int8)
+    return DevImpressions(np.arange(100, 100 + n, dtype=np.int64), rng.integers(1, n_news, int(c_off[-1])).astype(np.int32),
+                          labels, c_off, history, h_off)
+
+
+def random_vecs(n_news: int = 40, seed: int = 1) -> torch.Tensor:
+    vecs = torch.randn(n_news, SMALL.news_dim, generator=torch.Generator().manual_seed(seed))
+    vecs[0] = 0  # the padding row, as encode_news leaves it
+    return vecs
+
+
+def close(got, expected) -> bool:
+    """Equal up to float32 rounding: the error of a dot product grows with |u| |n|, so the
+    absolute tolerance is 1e-6 of the largest score (~8 ulps of it; measured: <= 2e-6 on scores
+    up to 24 over 8 seeds)."""
+    got, expected = torch.as_tensor(got), torch.as_tensor(expected)
+    return torch.allclose(got, expected, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))
+
+
+def test_fast_scores_equal_the_per_slot_path():
+    model, dev, vecs = random_plmnr(), random_dev(), random_vecs()
+    assert attention_user_encoder(model) is model.user_encoder
+    fast = score_impressions(model, vecs, dev, batch_size=4, progress=False)
+    per_slot = score_impressions(model, vecs, dev, batch_size=5, progress=False, fast=False)
+    assert fast.dtype == np.float32 and fast.shape == dev.candidates.shape
+    assert close(fast, per_slot)
+    assert rank_and_score(fast, dev).metrics == rank_and_score(per_slot, dev).metrics  # at 6 decimals
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 10])
+def test_fast_path_in_small_dot_steps_gives_the_same_scores(monkeypatch, chunk):
+    """Dot-product steps smaller than one impression's candidates (1, 3) or spanning a few (10)."""
+    model, dev, vecs = random_plmnr(), random_dev(), random_vecs()
+    expected = score_impressions(model, vecs, dev, batch_size=5, progress=False, fast=False)
+    monkeypatch.setattr(evaluate, "CPU_DOT_CHUNK", chunk)
+    assert close(score_impressions(model, vecs, dev, batch_size=7, progress=False), expected)
+
+
+def by_hand(model, vecs, dev) -> np.ndarray:
+    """Every impression's scores, one impression at a time, by the user encoder itself."""
+    out = []
+    for i in range(len(dev)):
+        history, candidates, _ = dev.impression(i)
+        history = torch.from_numpy(history.astype(np.int64))[None]
+        with torch.no_grad():
+            user = model.user_encoder(vecs[history], history > 0)[0]
+        out.append((vecs[torch.from_numpy(candidates.astype(np.int64))] @ user).numpy())
+    return np.concatenate(out)
+
+
+def test_fast_scores_are_in_the_original_impression_and_candidate_order():
+    model, dev, vecs = random_plmnr(), random_dev(), random_vecs()
+    assert close(score_impressions(model, vecs, dev, batch_size=4, progress=False), by_hand(model, vecs, dev))
+
+
+def test_fast_path_gives_empty_and_padding_only_histories_the_cold_user_vector():
+    model, dev, vecs = random_plmnr(), random_dev(), random_vecs()
+    scores = score_impressions(model, vecs, dev, batch_size=4, progress=False)
+    cold = [i for i in range(len(dev)) if not (dev.impression(i)[0] > 0).any()]
+    assert any(len(dev.impression(i)[0]) == 2 for i in cold) and any(len(dev.impression(i)[0]) == 0 for i in cold)
+    got = np.concatenate([scores[dev.offsets[i] : dev.offsets[i + 1]] for i in cold])
+    candidates = torch.from_numpy(np.concatenate([dev.impression(i)[1] for i in cold]).astype(np.int64))
+    assert close(got, vecs[candidates] @ model.user_encoder.empty_user.detach())
+
+
+def test_fast_path_on_a_process_share_equals_those_rows_of_the_whole():
+    model, dev, vecs = random_plmnr(), random_dev(), random_vecs()
+    whole = score_impressions(model, vecs, dev, progress=False)
+    rows = np.arange(17, 41)  # one process's contiguous share (_my_rows)
+    with evaluate.tqdm(disable=True) as bar:
+        share = evaluate._score_fast(model.user_encoder, vecs, dev, rows, 6, bar).numpy()
+    assert close(share, whole[dev.offsets[17] : dev.offsets[41]])  # other batches: other rounding
+
+
+def test_attention_users_compute_each_news_logit_once_as_the_pooling_does():
+    model, vecs = random_plmnr(), random_vecs()
+    users = AttentionUsers(model.user_encoder, vecs)
+    history = torch.tensor([[3, 5, 0], [5, 0, 0], [0, 0, 0]])
+    mask = history > 0
+    got = users(history, mask)
+    assert users.known.nonzero().squeeze(1).tolist() == [3, 5]
+    pooling = model.user_encoder.pooling
+    with torch.no_grad():
+        assert torch.allclose(users.logits[[3, 5]], pooling.query(torch.tanh(pooling.proj(vecs[[3, 5]]))).squeeze(-1))
+        assert close(got, model.user_encoder(vecs[history], mask))
+
+
+class MeanUsers(nn.Module):
+    def forward(self, history, mask):
+        mask = mask.float().unsqueeze(-1)
+        return (history * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+class MeanRecommender(Recommender):
+    """Not a PLM-NR: mean of the clicked news, scores scaled by 2."""
+
+    kind = "mean-test"
+
+    def __init__(self):
+        super().__init__()
+        self.news_encoder, self.user_encoder = nn.Identity(), MeanUsers()
+
+    @property
+    def news_dim(self) -> int:
+        return SMALL.news_dim
+
+    def score(self, users, candidates):
+        return 2 * super().score(users, candidates)
+
+
+def test_a_recommender_that_is_not_a_plmnr_is_scored_by_its_own_encode_user_and_score():
+    model, dev, vecs = MeanRecommender(), random_dev(), random_vecs()
+    assert attention_user_encoder(model) is None
+    scores = score_impressions(model, vecs, dev, batch_size=4, progress=False)
+    for i in (0, 7, 31):
+        history, candidates, _ = dev.impression(i)
+        kept = history[history > 0].astype(np.int64)
+        user = vecs[kept].mean(0) if len(kept) else torch.zeros(SMALL.news_dim)
+        expected = 2 * (vecs[torch.from_numpy(candidates.astype(np.int64))] @ user)
+        assert torch.allclose(torch.from_numpy(scores[dev.offsets[i] : dev.offsets[i + 1]]), expected, atol=1e-5)
+
+
+class ScaledPLMNR(PLMNR):
+    def score(self, users, candidates):
+        return 3 * super().score(users, candidates)
+
+
+class OtherPooling(AttentionPooling):
+    pass
+
+
+def test_plmnr_variants_that_change_the_user_function_keep_the_generic_path():
+    assert attention_user_encoder(ScaledPLMNR(make_tiny_bert(num_layers=1, hidden=32), SMALL)) is None
+    model = random_plmnr()
+    model.user_encoder.pooling = OtherPooling(SMALL.news_dim, SMALL.user_query_dim)
+    assert attention_user_encoder(model) is None
+    assert attention_user_encoder(UserEncoder(SMALL.news_dim, SMALL.user_query_dim)) is not None
+    scaled = ScaledPLMNR(make_tiny_bert(num_layers=1, hidden=32), SMALL).eval()
+    scaled.user_encoder.load_state_dict(random_plmnr().user_encoder.state_dict())
+    dev, vecs = random_dev(), random_vecs()
+    np.testing.assert_allclose(score_impressions(scaled, vecs, dev, progress=False),
+                               3 * score_impressions(random_plmnr(), vecs, dev, progress=False), rtol=1e-5, atol=1e-5)

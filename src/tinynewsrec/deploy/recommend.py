@@ -14,6 +14,10 @@ Decisions where the issue is silent:
   and evaluation); the user's own clicks are never recommended back (they are excluded from the top-k);
 - an empty history is a cold user: the model's learned ``empty_user`` vector ranks the news
   (``cold_user: true`` in the answer; the CLI says so on stderr);
+- a PLM-NR's user vectors take evaluation's fast path (:class:`~tinynewsrec.evaluate.AttentionUsers`:
+  each news' attention logit computed once, the first time a history holds it, and kept for the
+  life of the :class:`Recommendations`, e.g. the service's), so serving, batch mode and the evaluate
+  stage score alike; any other recommender is asked ``encode_user``;
 - an unknown news id in a history (or a candidate) is an error that names it, not a silent drop;
 - batch mode reads a MIND behaviors.tsv (labelled or not) and writes the leaderboard's
   prediction.txt, ranking each impression's own candidates (history not excluded there: the
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,12 +86,20 @@ def check_index_fits(index: NewsIndex, folder: str | os.PathLike, dim: int) -> N
 
 @dataclass
 class Recommendations:
-    """A model and a news index: ``recommend(history, k)``."""
+    """A model and a news index: ``recommend(history, k)``. The model's weights and the index
+    are not to change afterwards (a PLM-NR's attention logits are kept per news)."""
 
     model: object
     index: NewsIndex
     history_len: int = 50
     backend: str = "torch"
+    users: object = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        from ..evaluate import AttentionUsers, attention_user_encoder
+
+        encoder = attention_user_encoder(self.model)
+        self.users = None if encoder is None else AttentionUsers(encoder, self.index.vectors)
 
     @torch.inference_mode()
     def user_vectors(self, histories: list[list[str]]) -> torch.Tensor:
@@ -99,6 +111,8 @@ class Recommendations:
         for b, r in enumerate(rows):
             pos[b, : len(r)] = torch.from_numpy(r)
             mask[b, : len(r)] = True
+        if self.users is not None:  # PLM-NR: the fast path (module docstring)
+            return self.users(pos, mask)
         return self.model.encode_user(self.index.vectors[pos], mask)
 
     def recommend(self, history: list[str], k: int = 10) -> dict:
