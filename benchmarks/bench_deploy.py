@@ -104,6 +104,15 @@ BACKENDS = ("pytorch_fp32", "onnx_fp32", "onnx_int8")
 CONCURRENCY = (1, 4, 16)
 
 
+def stop(proc: subprocess.Popen, timeout: float) -> None:
+    """Terminate a child process started here; kill it if it has not ended after ``timeout`` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def percentiles_ms(seconds: list[float]) -> dict:
     a = np.asarray(seconds) * 1000
     return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
@@ -253,11 +262,7 @@ def bench_service(args) -> dict:
             load_level(port, index.ids, 20, 1, seed=99)  # warm-up
             levels = [load_level(port, index.ids, args.requests, c, seed=c) for c in CONCURRENCY]
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc, 20)
     return {"news": args.news, "dim": dim, "k": 10, "model": args.model or "tiny random PLM-NR (2 layers, hidden 32)",
             "levels": levels, "context": context(started, load)}
 

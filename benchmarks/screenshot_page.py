@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_deploy import free_port, wait_healthy
+from bench_deploy import free_port, stop, wait_healthy
 
 from tinynewsrec.io import atomic_path
 
@@ -149,11 +149,7 @@ def main(argv=None) -> None:
             with atomic_path(args.out, suffix=".png") as out:
                 shutil.copyfile(shot, out)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc, 10)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size:,} bytes): the page {query}, {window[0]}x{window[1]}")
 
 
