@@ -16,7 +16,8 @@ from conftest import ROOT, write_params
 
 
 def test_the_registry_lists_one_module_per_method_and_skips_helpers():
-    assert method_names() == ["last_layers_kd", "newsbert", "no_kd", "tinynewsrec"]
+    assert method_names() == ["last_layers_kd", "newsbert", "no_kd", "simplified_tinybert", "standard_kd",
+                              "tinybert", "tinynewsrec"]
     assert all(get_method(name).name == name for name in method_names())
 
 
@@ -35,6 +36,9 @@ def test_listing_methods_and_loading_params_import_no_training_code():
     ("no_kd", False, "none", 1.0, "PLM-NR (no KD)"),
     ("last_layers_kd", False, "one", 0.1, "Last-k layer KD"),
     ("newsbert", False, "one", 0.1, "NewsBERT"),
+    ("standard_kd", False, "one", 0.5, "Standard KD"),
+    ("simplified_tinybert", False, "one", 1.0, "Simplified TinyBERT"),
+    ("tinybert", True, "one", 0.0, "TinyBERT (2-step)"),
 ])
 def test_each_method_declares_its_stages_teachers_and_ce_weight(name, stage1, teachers, ce_weight, display):
     method = get_method(name)
@@ -44,15 +48,15 @@ def test_each_method_declares_its_stages_teachers_and_ce_weight(name, stage1, te
 
 
 def test_the_old_names_are_gone():
-    for old in ("finetune", "tinybert"):
-        assert old not in method_names()
-        assert display_name(old) == old
+    # "tinybert" was the last-k variant (now last_layers_kd); the name is back for the faithful two-step TinyBERT
+    assert "finetune" not in method_names() and display_name("finetune") == "finetune"
+    assert get_method("tinybert").stage1 and get_method("last_layers_kd").display == "Last-k layer KD"
 
 
 def test_an_unknown_method_lists_the_registered_ones(tmp_path):
-    write_params(tmp_path, student={"method": "tinybert"})
+    write_params(tmp_path, student={"method": "bogus"})
     with pytest.raises(ParamError, match=r"student\.method must be one of last_layers_kd, newsbert, no_kd, "
-                                         r"tinynewsrec, got 'tinybert'"):
+                                         r"simplified_tinybert, standard_kd, tinybert, tinynewsrec, got 'bogus'"):
         load_params(tmp_path / "params.yaml")
 
 

@@ -1,5 +1,6 @@
 """Every key of params.yaml, mutated three ways, fails load_params with one line naming it;
-the dataclass defaults agree with params.yaml (a stage run on defaults trains what the file says)."""
+the dataclass defaults agree with params.yaml (a stage run on defaults trains what the file says).
+A student method's own section is validated when that method is chosen, so its mutations choose it."""
 
 from __future__ import annotations
 
@@ -11,17 +12,23 @@ import pytest
 import yaml
 
 from tinynewsrec.errors import ParamError
+from tinynewsrec.distill.methods import get_method, method_names
 from tinynewsrec.params import SECTIONS, load_params
 from conftest import ROOT
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
+METHODS = method_names()
+
+
+def section_class(section: str):
+    return SECTIONS[section] if section in SECTIONS else get_method(section).params
 #: free-form strings: any value of the right type is accepted here (checked where they are used)
 FREE = {"plm.name", "data.local_path"}
 
 
 def _wrong_type(section: str, key: str):
     """A value of a type the field does not take: a number for a text field, else a word."""
-    tp = typing.get_type_hints(SECTIONS[section])[key]
+    tp = typing.get_type_hints(section_class(section))[key]
     return 7 if str in (tp, *typing.get_args(tp)) else "seven"
 
 
@@ -54,8 +61,15 @@ def mutations():
                 yield f"{full}: out of range", _set(section, key, bad), full
 
 
+def _choose(p: dict, section: str) -> dict:
+    """A method's section is read only when it is the chosen method."""
+    if section in METHODS:
+        p["student"]["method"] = section
+    return p
+
+
 def _set(section, key, value):
-    p = copy.deepcopy(BASE)
+    p = _choose(copy.deepcopy(BASE), section)
     if key is None:
         p[section] = value
     else:
@@ -64,7 +78,7 @@ def _set(section, key, value):
 
 
 def _renamed(section, key, new):
-    p = copy.deepcopy(BASE)
+    p = _choose(copy.deepcopy(BASE), section) if section is not None else copy.deepcopy(BASE)
     d = p if section is None else p[section]
     d[new] = d.pop(key)
     return p
@@ -91,11 +105,29 @@ def test_fuzz_count(capsys):
     assert len(CASES) >= 3 * sum(len(v) for v in BASE.values())
 
 
-def test_every_section_of_the_code_is_in_params_yaml():
-    assert set(BASE) == set(SECTIONS)
+def test_every_section_of_the_code_and_every_method_is_in_params_yaml():
+    # dvc.yaml's student stages depend on ${student.method}: a method without a section could not run
+    assert set(BASE) == set(SECTIONS) | set(METHODS)
 
 
-@pytest.mark.parametrize("section", list(SECTIONS))
+@pytest.mark.parametrize("section", [*SECTIONS, *METHODS])
 def test_defaults_agree_with_params_yaml(section):
-    defaults = dataclasses.asdict(SECTIONS[section]())
+    cls = section_class(section)
+    defaults = dataclasses.asdict(cls()) if cls is not None else {}
     assert defaults == BASE[section]
+
+
+def test_only_the_chosen_methods_section_is_read(tmp_path):
+    p = copy.deepcopy(BASE)
+    p["standard_kd"]["alpha"] = 0.25
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    assert load_params(tmp_path / "params.yaml").method is None  # tinynewsrec: no params of its own
+    p["student"]["method"] = "standard_kd"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    assert load_params(tmp_path / "params.yaml").method.alpha == 0.25
+    p["no_kd"] = {"alpha": 1}
+    p["student"]["method"] = "no_kd"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    with pytest.raises(ParamError, match=r"student\.method no_kd has no params of its own, but its section no_kd "
+                                         r"sets alpha"):
+        load_params(tmp_path / "params.yaml")

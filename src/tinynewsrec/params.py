@@ -1,5 +1,13 @@
 """Typed, validated params: one dataclass per params.yaml section.
 
+Besides the sections below, params.yaml has one section per student method, named after it
+(``standard_kd:``, ``tinybert:``, ...; ``{}`` for a method without params of its own), whose
+dataclass the method's module declares (``StudentMethod.params``). Only the CHOSEN method's
+section is validated (into ``Params.method``): validating the others would import every method's
+module in every stage, and a stage's results must not depend on code it does not run. A typo in
+another method's section is caught when that method is chosen; a section named after no method
+is refused at once.
+
 Params are read once at a stage's start with :func:`load_params`; an unknown section or
 key (a typo), a wrong type, a non-finite number or an out-of-range value fails at once with a
 one-line :class:`~tinynewsrec.errors.ParamError` naming the key, e.g.
@@ -30,6 +38,8 @@ from .errors import ParamError
 
 SYNTHETIC_SIZES = ("tiny", "demo", "large")
 SOURCES = ("synthetic", "mind-demo", "mind-small", "mind-large", "local")
+#: learning-rate schedules of the training loop (``tinynewsrec.train.loop``)
+SCHEDULES = ("constant", "linear")
 
 
 def _check(cond: bool, key: str, what: str, value: Any) -> None:
@@ -209,6 +219,10 @@ class Stage1Params:
     #: distillation temperature of the soft cross-entropy
     tau: float = at_least(1e-6, 1.0)
     max_steps_per_epoch: int | None = steps_field(None)
+    #: learning-rate schedule: null = the method's own (tinynewsrec: constant), constant, or linear
+    #: (linear warm-up over the first ``warmup`` fraction of the steps, then linear decay to 0)
+    schedule: str | None = choice(*SCHEDULES, default=None)
+    warmup: float = between(0.0, 1.0, 0.1)
     seed: int = seed_field()
 
 
@@ -226,6 +240,11 @@ class Stage2Params:
     ce_weight: float | None = None
     #: newsbert: momentum distillation of gradients
     beta: float = at_least(0.0, 0.1)
+    #: learning-rate schedule: null = the method's own (standard_kd, simplified_tinybert, tinybert:
+    #: linear, as in their code; the others constant), constant, or linear (warm-up, then decay to 0)
+    schedule: str | None = choice(*SCHEDULES, default=None)
+    #: linear: the fraction of the steps spent warming up (BERT's and TinyBERT's 0.1)
+    warmup: float = between(0.0, 1.0, 0.1)
     seed: int = seed_field()
 
     def validate(self) -> None:
@@ -315,10 +334,11 @@ def section_from_dict(name: str, cls: type, raw: Any) -> Any:
         _check(_type_ok(value, tp), full, _type_name(tp), value)
         if isinstance(value, float):
             _check(math.isfinite(value), full, "a finite number", value)
-        if "choices" in f.metadata:
+        if "choices" in f.metadata and not (value is None and f.default is None):
             choices = f.metadata["choices"]
             choices = choices() if callable(choices) else choices
-            _check(value in choices, full, "one of " + ", ".join(choices), value)
+            _check(value in choices, full, "one of " + ", ".join(choices) + (" (or null)" if f.default is None else ""),
+                   value)
         if value is not None and isinstance(value, (int, float)):
             _check_range(value, f.metadata, full, _type_name(tp))
         values[key] = value
@@ -338,6 +358,9 @@ class Params:
     stage1: Stage1Params
     stage2: Stage2Params
     eval: EvalParams
+    #: the chosen student method's own section (``params.yaml: <student.method>:``), built by the
+    #: dataclass the method declares (``StudentMethod.params``); None when it declares none
+    method: Any = None
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:
@@ -354,16 +377,24 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
         raise ParamError(f"{path}: cannot be read: {_one_line(e)}") from None
     if not isinstance(raw, dict):
         raise ParamError(f"{path}: must be a mapping of sections")
-    unknown = sorted(set(raw) - set(SECTIONS), key=str)
+    methods = method_names()
+    unknown = sorted(set(raw) - set(SECTIONS) - set(methods), key=str)
     if unknown:
-        close = difflib.get_close_matches(str(unknown[0]), list(SECTIONS), n=1)
+        known = [*SECTIONS, *methods]
+        close = difflib.get_close_matches(str(unknown[0]), known, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise ParamError(
-            f"{path}: unknown section {unknown[0]} ({hint}known sections: {', '.join(SECTIONS)}); "
-            "a misspelt section would leave its stage on the code's defaults"
+            f"{path}: unknown section {unknown[0]} ({hint}known sections: {', '.join(SECTIONS)}, and one per "
+            f"student method: {', '.join(methods)}); a misspelt section would leave its stage on the code's defaults"
         )
     params = Params(**{name: section_from_dict(name, cls, raw.get(name)) for name, cls in SECTIONS.items()})
     method = get_method(params.student.method)
+    own = raw.get(method.name)
+    if method.params is not None:
+        params = dataclasses.replace(params, method=section_from_dict(method.name, method.params, own))
+    elif own:
+        raise ParamError(f"{path}: student.method {method.name} has no params of its own, but its section "
+                         f"{method.name} sets {', '.join(map(str, own))}")
     if method.validate is not None:
         method.validate(params)
     return params

@@ -1043,17 +1043,27 @@ def plot(table: dict, dest: Path) -> None:
         fig.savefig(tmp, format="png")
 
 
-def write_outputs(table: dict, root: Path) -> None:
-    write_json(table, root / OUT_JSON)
-    write_text(to_markdown(table), root / OUT_MD)
-    plot(table, root / OUT_PNG)
+def outputs(out: Path | None = None) -> tuple[Path, Path, Path]:
+    """The table's markdown, JSON and picture: ``metrics/results.{md,json,png}``, or ``<out>.{md,json,png}``."""
+    if out is None:
+        return OUT_MD, OUT_JSON, OUT_PNG
+    return out.with_name(out.name + ".md"), out.with_name(out.name + ".json"), out.with_name(out.name + ".png")
+
+
+def write_outputs(table: dict, root: Path, out: Path | None = None) -> None:
+    md, js, png = outputs(out)
+    write_json(table, root / js)
+    write_text(to_markdown(table), root / md)
+    plot(table, root / png)
 
 
 # --- the command line ---------------------------------------------------------------------------
 
 
-def build(root: Path, impressions: int | None = None, resamples: int = RESAMPLES, rev: str | None = None) -> dict:
-    plan, reference = read_plan(root / PLAN)
+def build(root: Path, impressions: int | None = None, resamples: int = RESAMPLES, rev: str | None = None,
+          plan_path: Path = PLAN, out: Path | None = None) -> dict:
+    """Build the table of ``plan_path`` (results.yaml) into ``out`` (metrics/results)."""
+    plan, reference = read_plan(root / plan_path)
     workspace = read_workspace(root)
     try:
         stale = json.loads(dvc(["status", "--json"], root, "checking the workspace") or "{}")
@@ -1069,8 +1079,8 @@ def build(root: Path, impressions: int | None = None, resamples: int = RESAMPLES
         table = build_table(plan, reference, workspace, experiments, fetcher,
                             lambda folders: measure_efficiency(folders, root, workspace["params"], impressions),
                             resamples=resamples)
-    write_outputs(table, root)
-    log.info("wrote %s, %s and %s: %d rows from %d experiments%s", OUT_MD, OUT_JSON, OUT_PNG, len(table["rows"]),
+    write_outputs(table, root, out)
+    log.info("wrote %s, %s and %s: %d rows from %d experiments%s", *outputs(out), len(table["rows"]),
              len({r["runs"][0] for r in table["rows"]}),
              f"; planned but not run: {', '.join(table['missing'])}" if table["missing"] else "")
     return table
@@ -1083,6 +1093,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run the planned experiments that are missing (dvc repro, dvc exp run --temp)")
     run_p.add_argument("--no-repro", action="store_true", help="do not run `dvc repro` on the workspace first")
+    for p_ in (run_p,):
+        p_.add_argument("--plan", type=Path, default=PLAN, help="the plan (default results.yaml)")
     build_p = sub.add_parser("build", help="write metrics/results.{md,json,png} from the workspace and experiments")
     build_p.add_argument("--impressions", type=int, default=None,
                          help="dev impressions for the user-latency timing (default: as evaluate)")
@@ -1090,14 +1102,17 @@ def main(argv: list[str] | None = None) -> None:
     build_p.add_argument("--rev", default=None,
                          help="read the experiments of this commit instead of HEAD's (e.g. HEAD~1 after committing "
                               "the table; `run` on the new HEAD is cheap too: every stage comes from the run cache)")
+    build_p.add_argument("--plan", type=Path, default=PLAN, help="the plan (default results.yaml)")
+    build_p.add_argument("--out", type=Path, default=None,
+                         help="write <OUT>.md, <OUT>.json and <OUT>.png (default metrics/results)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root = Path(".").resolve()
     if args.command == "run":
-        plan, _ = read_plan(root / PLAN)
+        plan, _ = read_plan(root / args.plan)
         run_plan(root, plan, repro=not args.no_repro)
     else:
-        table = build(root, args.impressions, args.resamples, args.rev)
+        table = build(root, args.impressions, args.resamples, args.rev, args.plan, args.out)
         print(to_markdown(table), end="")
 
 

@@ -58,3 +58,18 @@ def layer_map(
         # round(j * T / S) with halves rounded up, in integers: floor((2 j T + S) / (2 S))
         return [(j, (2 * j * T + S) // (2 * S)) for j in students]
     return [(j, T - S + j) for j in students]
+
+
+def tinybert_maps(teacher_layers: int, student_layers: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """TinyBERT's maps (as Simplified TinyBERT's code has them), for any depths.
+
+    Returns ``(hidden, attention)``: ``hidden`` pairs student state i with teacher state
+    round(i T / S) for i = 0 .. S (state 0 = the embedding output, so S + 1 pairs);
+    ``attention`` pairs student layer j with teacher layer round(j T / S) for j = 1 .. S
+    (1-based, as :func:`layer_map`). Rounding is half up. When T = k S these are the original's
+    teacher states 0, k, 2k, ..., T and (0-based) attention layers i k + k - 1; when S does not
+    divide T (6 -> 4: states 0, 2, 3, 5, 6 and layers 2, 3, 5, 6) the pairs stay spread evenly
+    and always end on the teacher's last state and layer.
+    """
+    attention = layer_map(teacher_layers, student_layers, strategy="uniform")
+    return [(0, 0), *attention], attention

@@ -257,3 +257,90 @@ class NewsBERTPair(nn.Module):
                                     t_users, token_mask=batch["news_tokens"]["attention_mask"], tau=self.tau,
                                     ce_weight=self.ce_weight)
         return loss, {**parts, "accuracy": _accuracy(s_scores), "teacher_accuracy": _accuracy(t_scores)}
+
+
+class KDStudent(KeepFrozenInEval):
+    """Standard KD, Simplified TinyBERT and both steps of TinyBERT (methods ``standard_kd``,
+    ``simplified_tinybert``, ``tinybert``; :mod:`tinynewsrec.distill.methods._kd`).
+
+    loss = w_att sum_(j,t) MSE(A^S_j, A^T_t) + w_hid sum_(i,t) MSE(fit(h^S_i), h^T_t)
+         + w_soft softCE(s^T / T, s^S / T) + w_hard CE(s^S, y)
+
+    over the batch's distinct news (hidden states and pre-softmax attention, real tokens only)
+    and its samples' click scores. A weight of 0 skips its term; with both intermediate weights 0
+    the teacher's states are not read, with both prediction weights 0 the scores are not computed
+    (TinyBERT's step 1). Batch: ``news_tokens``; ``teacher_states`` (``{"hidden", "attention"}``
+    lists, :class:`~tinynewsrec.distill.methods._kd.TeacherStates`) for the intermediate terms;
+    ``teacher_news`` ``[M, U, d]`` (exported embeddings) for the soft term, scored by the M frozen
+    ``user_encoders``; with M > 1 the teachers' scores are mixed per sample with Tiny-NewsRec's
+    weights (:func:`~tinynewsrec.distill.losses.teacher_weights`).
+    """
+
+    def __init__(self, student: PLMNR, w_attention: float, w_hidden: float, w_soft: float, w_hard: float,
+                 temperature: float = 1.0, user_encoders: Sequence[UserEncoder] | None = None,
+                 hidden_pairs: Sequence[tuple[int, int]] = (), attention_pairs: Sequence[tuple[int, int]] = (),
+                 teacher_hidden: int | None = None):
+        super().__init__()
+        self.student = student
+        self.w = {"attention": w_attention, "hidden": w_hidden, "soft": w_soft, "hard": w_hard}
+        self.temperature = temperature
+        self.hidden_pairs = [tuple(p) for p in hidden_pairs]
+        self.attention_pairs = [tuple(p) for p in attention_pairs]
+        self.intermediate = w_attention > 0 or w_hidden > 0
+        self.prediction = w_soft > 0 or w_hard > 0
+        self.teacher_users = nn.ModuleList(_freeze(u) for u in (user_encoders or []))
+        if w_soft > 0 and not user_encoders:
+            raise ValueError("the soft-label loss needs the teachers' user encoders")
+        d_s = student.plm.config.hidden_size
+        # Simplified TinyBERT's fit_dense, only when the widths differ
+        self.fit_dense = nn.Linear(d_s, teacher_hidden) if self.intermediate and teacher_hidden not in (None, d_s) \
+            else None
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.teacher_users]
+
+    def teacher_scores(self, batch: dict) -> Tensor:
+        """The teachers' click scores [B, C] (mixed per sample when there are several)."""
+        from .losses import teacher_weights, weighted_teacher_scores
+
+        teacher, mask = batch["teacher_news"], batch["history_mask"]
+        with torch.no_grad():
+            scores = torch.stack([click_scores(ue(teacher[i][batch["history"]], mask), teacher[i][batch["candidates"]])
+                                  for i, ue in enumerate(self.teacher_users)])
+            if len(self.teacher_users) == 1:
+                return scores[0]
+            return weighted_teacher_scores(scores, teacher_weights(scores))
+
+    def forward(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        from .losses import attention_mse, hidden_mse, soft_ce
+
+        tokens = batch["news_tokens"]
+        parts: dict[str, float] = {}
+        total = None
+
+        def add(name: str, value: Tensor) -> None:
+            nonlocal total
+            parts[name] = value.item()
+            term = self.w[name.split("_")[0]] * value
+            total = term if total is None else total + term
+
+        if self.intermediate:
+            vecs, s_hidden, s_attn = encoder_states(self.student.news_encoder, tokens,
+                                                    [j for j, _ in self.attention_pairs])
+            t = batch["teacher_states"]
+            mask = tokens["attention_mask"]
+            if self.w["attention"] > 0:
+                add("attention_mse", attention_mse(s_attn, t["attention"], self.attention_pairs, mask))
+            if self.w["hidden"] > 0:
+                add("hidden_mse", hidden_mse(s_hidden, t["hidden"], self.hidden_pairs, self.fit_dense, mask))
+        else:
+            vecs = self.student.news_encoder(tokens)
+        if self.prediction:
+            scores, _ = _scores(self.student, vecs, batch)
+            if self.w["soft"] > 0:
+                add("soft_ce", soft_ce(self.teacher_scores(batch), scores, self.temperature))
+            if self.w["hard"] > 0:
+                add("hard_ce", click_ce(scores))
+            parts["accuracy"] = _accuracy(scores)
+        parts["total"] = total.item()
+        return total, parts

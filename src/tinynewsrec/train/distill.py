@@ -24,9 +24,11 @@ Decisions where the design is silent (each method module lists its own):
 - The hard-label click CE weight is ``stage2.ce_weight``, or the method's own when null.
 - The learned projections P_i are fresh in each stage (the original code's stage 2 builds new
   ones) and are not saved: they are training aids, not part of the deployed student.
-- Adam at ``stage{1,2}.lr``, no schedule, gradient norm clipped to 1, like the teachers; a
-  method's ``before_optimizer_step`` (NewsBERT's momentum distillation) runs after clipping,
-  right before the optimiser step.
+- Adam at ``stage{1,2}.lr``, gradient norm clipped to 1, like the teachers; the learning-rate
+  schedule is ``stage{1,2}.schedule``, or the method's own when null (constant for Tiny-NewsRec,
+  no_kd, last-k KD and NewsBERT, whose papers' code has none; warm-up + linear decay for
+  standard KD and both TinyBERTs, as their code). A method's ``before_optimizer_step``
+  (NewsBERT's momentum distillation) runs after clipping, right before the optimiser step.
 - Resume points live in ``.cache/checkpoints/student_stage1`` / ``student`` with a
   fingerprint of the params and the SHA-256 of every input.
 """
@@ -186,6 +188,21 @@ def ce_weight(params: Params) -> float:
     return _method(params).ce_weight if params.stage2.ce_weight is None else params.stage2.ce_weight
 
 
+def schedule(params: Params, stage_params) -> str:
+    """The learning-rate schedule of a student stage: ``stage{1,2}.schedule``, or the method's own when null."""
+    return _method(params).schedule if stage_params.schedule is None else stage_params.schedule
+
+
+def load_stage1_student(params: Params, paths: DistillPaths) -> PLMNR:
+    """The student ``distill_stage1`` wrote (a method's stage 2 starts from it), all its layers trainable."""
+    folder = need_model(paths.stage1, "distill_stage1")
+    meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if meta.get("model") != "plmnr" or meta.get("num_layers") != params.student.layers:
+        raise DataError(f"{folder} holds no {params.student.layers}-layer stage-1 student "
+                        f"({meta.get('reason') or meta.get('num_layers')}); rerun it (dvc repro distill_stage1)")
+    return PLMNR.from_pretrained(folder, trainable_layers=params.student.layers)
+
+
 def _inputs(params: Params, accelerator, paths: DistillPaths) -> MethodInputs:
     tokens = read_tokens(paths)
     n_slots = int(tokens.column("news_index").to_numpy().max()) + 1
@@ -219,13 +236,15 @@ def train_stage1(params: Params, accelerator, paths: DistillPaths = DistillPaths
     if not method.stage1:
         raise ParamError(f"params.yaml: student.method {s.method} has no first distillation stage")
     step = method.build_stage1(_inputs(params, accelerator, paths))
-    fp = fingerprint("distill_stage1/1", asdict(p), s.layers, params.plm.name, ids, accelerator.num_processes,
-                     sha256_files([paths.tokens, *step.inputs]))
+    own = asdict(params.method) if params.method is not None else None
+    fp = fingerprint("distill_stage1/1", s.method, asdict(p), own, s.layers, params.plm.name, ids,
+                     accelerator.num_processes, sha256_files([paths.tokens, *step.inputs]))
     cfg = LoopConfig(epochs=p.epochs, batch_size=p.batch_size, seed=p.seed, max_steps_per_epoch=p.max_steps_per_epoch,
-                     name="student_stage1")
+                     name="student_stage1", schedule=schedule(params, p), warmup=p.warmup)
     run = _train(accelerator, "student_stage1", step.module, step.student, step.n_rows, step.collate, cfg, p.lr, fp,
                  paths, step.before_optimizer_step)
-    run.info = {"stage": "distill_stage1", "method": s.method, "layers": s.layers, **step.info}
+    run.info = {"stage": "distill_stage1", "method": s.method, "layers": s.layers, "schedule": cfg.schedule,
+                **step.info, **(step.report() if step.report else {})}
     return run
 
 
@@ -249,12 +268,15 @@ def train_stage2(params: Params, accelerator, paths: DistillPaths = DistillPaths
         return batch
 
     # version 2: a NewsBERT teacher may now train more layers, so older resume points do not fit
-    fp = fingerprint("distill_stage2/2", s.method, asdict(s), asdict(p), params.plm.name, params.plm.trainable_layers,
-                     ids, accelerator.num_processes, sha256_files([paths.samples, paths.tokens, *step.inputs]))
+    own = asdict(params.method) if params.method is not None else None
+    fp = fingerprint("distill_stage2/2", s.method, asdict(s), asdict(p), own, params.plm.name,
+                     params.plm.trainable_layers, ids, accelerator.num_processes,
+                     sha256_files([paths.samples, paths.tokens, *step.inputs]))
     cfg = LoopConfig(epochs=p.epochs, batch_size=p.batch_size, seed=p.seed, max_steps_per_epoch=p.max_steps_per_epoch,
-                     name="student")
+                     name="student", schedule=schedule(params, p), warmup=p.warmup)
     run = _train(accelerator, "student", step.module, step.student, table.num_rows, step.collate or collate, cfg, p.lr,
                  fp, paths, step.before_optimizer_step)
     run.info = {"stage": "distill_stage2", "method": s.method, "layers": s.layers, "stage2_params": asdict(p),
-                "ce_weight": inputs.ce_weight, **step.info}
+                "ce_weight": inputs.ce_weight, "schedule": cfg.schedule,
+                "method_params": own, **step.info, **(step.report() if step.report else {})}
     return run

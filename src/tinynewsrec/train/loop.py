@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -40,6 +41,28 @@ class LoopConfig:
     grad_clip: float | None = 1.0
     log_every: int = 10
     name: str = "train"  # what the progress bar and the error messages call this run
+    #: learning rate over the run: "constant", or "linear" (warm-up over the first ``warmup``
+    #: fraction of all steps, then linear decay to 0: transformers' get_linear_schedule_with_warmup)
+    schedule: str = "constant"
+    warmup: float = 0.0
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, total_steps: int, done_steps: int = 0):
+    """The learning-rate scheduler of ``cfg`` (None for a constant rate), advanced past the
+    ``done_steps`` optimiser steps of a resumed run, so a resume follows the same curve."""
+    if cfg.schedule == "constant":
+        return None
+    if cfg.schedule != "linear":
+        raise ValueError(f"unknown learning-rate schedule {cfg.schedule!r}")
+    from transformers import get_linear_schedule_with_warmup
+
+    warmup = int(round(cfg.warmup * total_steps))
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
+    with warnings.catch_warnings():  # replaying steps already taken: no optimiser step between them
+        warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*before.*optimizer.step", category=UserWarning)
+        for _ in range(done_steps):
+            scheduler.step()
+    return scheduler
 
 
 class IndexDataset(Dataset):
@@ -111,8 +134,9 @@ def fit(
     ``step_fn(model, batch)`` returns the loss and a dict of loss parts for logging. A step is:
     ``step_fn``, ``accelerator.backward(loss)``, gradient clipping (``cfg.grad_clip``),
     ``before_optimizer_step(model)`` if given (e.g. NewsBERT's momentum distillation of
-    gradients, which edits the clipped ``.grad`` in place), ``optimizer.step()``, zeroing.
-    Returns the last epoch's mean loss and parts.
+    gradients, which edits the clipped ``.grad`` in place), ``optimizer.step()``, the learning-rate
+    schedule's step (``cfg.schedule``), zeroing. Returns the last epoch's mean loss and parts
+    (with ``lr``, the last step's learning rate, when the schedule is not constant).
     """
     start_epoch, history = 0, []
     if checkpointer is not None:
@@ -122,6 +146,7 @@ def fit(
             log.info("%s: resuming after epoch %d from %s", cfg.name, start_epoch, checkpointer.folder)
     dataset = IndexDataset(n_rows)
     summary: dict = history[-1] if history else {}
+    scheduler = None
     for epoch in range(start_epoch, cfg.epochs):
         # the data order is the same on every process (then sharded); dropout differs per process
         seed_everything(cfg.seed * 1_000 + epoch * 10 + accelerator.process_index)
@@ -130,6 +155,8 @@ def fit(
                             collate_fn=collate)
         loader = accelerator.prepare_data_loader(loader)
         steps = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
+        if epoch == start_epoch:
+            scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps, start_epoch * steps)
         model.train()
         totals: dict[str, float] = {}
         bar = tqdm(total=steps, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.epochs}",
@@ -145,6 +172,9 @@ def fit(
             if before_optimizer_step is not None:
                 before_optimizer_step(model)
             optimizer.step()
+            if scheduler is not None:
+                parts = {**parts, "lr": optimizer.param_groups[0]["lr"]}  # the rate this step used
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             parts = {"loss": loss.item(), **parts}
             for k, v in parts.items():

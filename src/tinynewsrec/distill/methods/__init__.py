@@ -18,6 +18,11 @@ A method trains through its builders, which :mod:`tinynewsrec.train.distill` cal
   training on clicks (``distill_stage2``);
 - ``build_stage1(inputs: MethodInputs) -> TrainingStep`` (methods with ``stage1=True``):
   ``distill_stage1``.
+
+A method's own params (temperature, loss weights, ...) live in its section of params.yaml,
+named after it, as the dataclass its ``METHOD.params`` names; dvc.yaml's student stages depend
+on that section through ``${student.method}``, so changing one method's params reruns only that
+method's experiments.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class TrainingStep:
     #: matching) gives its own ``collate(row numbers) -> batch`` and its number of rows
     collate: Callable[[list[int]], dict] | None = None
     n_rows: int | None = None
+    #: called once after training: entries added to config.json (e.g. how often a cache was used)
+    report: Callable[[], dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,8 +90,14 @@ class StudentMethod:
     teachers: str = "none"
     #: the hard-label click CE weight when ``stage2.ce_weight`` is null
     ce_weight: float = 1.0
-    #: params sections the method reads besides ``student`` (e.g. ("stage1", "stage2"))
+    #: params sections the method reads besides ``student`` and its own (e.g. ("stage1", "stage2"))
     sections: tuple[str, ...] = ("stage2",)
+    #: the dataclass of its own params section (``params.yaml: <name>:``, into ``Params.method``;
+    #: None: no params of its own, the section is ``{}``). Every registered method has a section
+    #: in params.yaml, because dvc.yaml's student stages depend on ``${student.method}``.
+    params: type | None = None
+    #: the learning-rate schedule when ``stage{1,2}.schedule`` is null: constant | linear
+    schedule: str = "constant"
     #: check params that only make sense together (raise ParamError naming the keys)
     validate: Callable[[Any], None] | None = None
     #: ``distill_stage2``'s training step: ``build_stage2(MethodInputs) -> TrainingStep``
@@ -95,6 +108,8 @@ class StudentMethod:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "linear"):
+            raise ValueError(f"student method {self.name}: schedule must be 'constant' or 'linear'")
         if self.teachers not in ("all", "one", "none"):
             raise ValueError(f"student method {self.name}: teachers must be 'all', 'one' or 'none'")
         if self.build_stage2 is None or (self.stage1 and self.build_stage1 is None):

@@ -18,7 +18,6 @@ heads never trained and their title/body embeddings are random targets.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 
@@ -87,25 +86,13 @@ def build_stage1(inputs: MethodInputs) -> TrainingStep:
                         inputs=[paths.emb_file(i) for i in ids], collate=collate, n_rows=len(body_news))
 
 
-def _stage1_student(params, paths):
-    from ...models.plmnr import PLMNR
-    from ...train.distill import need_model
-
-    folder = need_model(paths.stage1, "distill_stage1")
-    meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    if meta.get("model") != "plmnr" or meta.get("num_layers") != params.student.layers:
-        raise DataError(f"{folder} holds no {params.student.layers}-layer stage-1 student "
-                        f"({meta.get('reason') or meta.get('num_layers')}); rerun it (dvc repro distill_stage1)")
-    return PLMNR.from_pretrained(folder, trainable_layers=params.student.layers)
-
-
 def build_stage2(inputs: MethodInputs) -> TrainingStep:
-    from ...train.distill import read_teachers
+    from ...train.distill import load_stage1_student, read_teachers
     from ..students import Stage2Student
 
     params, paths = inputs.params, inputs.paths
     p, ids = params.stage2, params.teacher.ids
-    student = _stage1_student(params, paths)
+    student = load_stage1_student(params, paths)
     tables, users = read_teachers(paths, ids, ("news",), inputs.n_slots, user_encoders=True)
     tables = tables["news"]
     module = Stage2Student(student, users, tables.shape[-1], p.tau, inputs.ce_weight)
