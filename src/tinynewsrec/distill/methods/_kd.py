@@ -32,7 +32,9 @@ computed the first time a news appears in a batch and kept in memory (``plm.cach
 each distinct news of the training samples costs one teacher pass per run instead of one per
 batch it appears in; the memory is reserved for the distinct news of the training samples and
 refused (the stage runs the teacher on every batch instead, and says so) when that exceeds
-``teacher_cache_gb``. ``benchmarks/bench_kd_cache.py`` measures both ways.
+``teacher_cache_gb``. ``benchmarks/bench_kd_cache.py`` measures both ways. Under several
+processes (``accelerate launch``) each process keeps its own copy for the news of its batches;
+the teacher runs on the accelerator, the kept states live in host memory.
 """
 
 from __future__ import annotations
@@ -154,8 +156,10 @@ class TeacherStates:
         from ..students import encoder_states
 
         news = self.tokens.batch(news_index)
+        device = next(self.teacher.parameters()).device  # the accelerator's: the teacher runs where the student does
         with torch.no_grad():
-            _, hidden, attention = encoder_states(self.teacher.news_encoder, news, self.layers)
+            _, hidden, attention = encoder_states(self.teacher.news_encoder, {k: v.to(device) for k, v in news.items()},
+                                                  self.layers)
         self.computed += len(news_index)
         return news, hidden, attention
 
@@ -190,11 +194,11 @@ class TeacherStates:
         for s in self.states:
             h = hidden[s]
             h = F.pad(h, (0, 0, 0, self.title_len - h.shape[1]))
-            self.hidden[s][rows] = h.to(self.hidden[s].dtype)
+            self.hidden[s][rows] = h.to(device="cpu", dtype=self.hidden[s].dtype)
         for a in self.layers:
             att = attention[a - 1]
             pad = self.title_len - att.shape[-1]
-            self.attention[a][rows] = F.pad(att, (0, pad, 0, pad)).to(self.attention[a].dtype)
+            self.attention[a][rows] = F.pad(att, (0, pad, 0, pad)).to(device="cpu", dtype=self.attention[a].dtype)
         self.filled[pos] = True
 
     @property
@@ -234,7 +238,7 @@ def teacher_states(inputs, samples, at, hidden_pairs, attention_pairs):
     teacher = PLMNR.from_pretrained(at.folder, trainable_layers=0)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    teacher.eval()
+    teacher.eval().to(inputs.accelerator.device)  # the kept states live in host memory, one copy per process
     tokens = NewsTokens(inputs.tokens, "title_ids", max_len=params.plm.title_len)
     pool = training_news(samples)
     cfg = teacher.plm.config
