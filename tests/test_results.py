@@ -38,6 +38,27 @@ def test_committed_plan_parses_and_lists_the_issue_rows():
         results.apply_overrides(BASE_PARAMS, {k: v for k, v in p.overrides.items() if k != "student.method"})
 
 
+def test_the_kd_plan_parses_and_writes_its_own_table():
+    from pathlib import Path
+
+    from tinynewsrec.distill.methods import method_names
+
+    plan, reference = results.read_plan(ROOT / "results-kd.yaml")
+    names = {p.name for p in plan}
+    assert reference == "workspace"
+    layers = {f"{m}-{n}" for m in ("standard_kd", "simplified_tinybert", "no_kd", "tinynewsrec") for n in (1, 2, 4)}
+    assert (layers - {"tinynewsrec-2"}) | {"tinybert-2", "workspace"} <= names
+    main_plan = {p.name: p.overrides for p in results.read_plan(ROOT / "results.yaml")[0]}
+    for p in plan:
+        assert p.overrides.get("student.method", "tinynewsrec") in method_names()
+        if not p.is_workspace:  # the same experiment in the main plan, so one commit can have both tables
+            assert (results.apply_overrides(BASE_PARAMS, main_plan[p.name])
+                    == results.apply_overrides(BASE_PARAMS, p.overrides))
+    assert results.outputs(Path("metrics/results_kd")) == (
+        Path("metrics/results_kd.md"), Path("metrics/results_kd.json"), Path("metrics/results_kd.png"))
+    assert results.outputs() == (results.OUT_MD, results.OUT_JSON, results.OUT_PNG)
+
+
 def test_seed_copies_set_the_seeds_of_their_rows():
     plan, _ = results.parse_plan({"experiments": [
         {"name": "workspace", "rows": ["teachers", "student"]},
