@@ -19,7 +19,7 @@ from tinynewsrec.data import schemas
 from tinynewsrec.errors import DataError, ParamError
 from tinynewsrec.evaluate import export_teacher_embeddings
 from tinynewsrec.io import checkpoint_sha256
-from tinynewsrec.recommender import load_recommender
+from tinynewsrec.models.plmnr import PLMNR
 from tinynewsrec.params import load_params
 from tinynewsrec.stage import run_stage, stage_item
 from tinynewsrec.teacher_emb import write_teacher_emb
@@ -53,8 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     state = Accelerator()  # splits the news between processes under accelerate launch
     if not state.is_main_process:
         log.setLevel(logging.WARNING)
-    teacher = load_recommender(teacher_dir).to(state.device)
-    post_trained = load_recommender(step_dir).to(state.device)
+    # PLM-NR folders only: loading them by class (not through the kinds registry) keeps this stage
+    # independent of the other kinds' code (editing SASRec must not rerun the teachers' exports)
+    teacher = PLMNR.from_pretrained(teacher_dir).eval().to(state.device)
+    post_trained = PLMNR.from_pretrained(step_dir).eval().to(state.device)
     tensors = export_teacher_embeddings(
         teacher, post_trained, tokens, cache_dir=CACHE_DIR, batch_size=params.plm.encode_batch,
         names=(f"teacher_{i}", f"post_train/step_{i}"), progress=state.is_main_process, state=state,

@@ -65,7 +65,7 @@ from .metrics import (
 )
 from .models.cache import FrozenCache, pad_ranges, ragged_parts
 from .models.plmnr import PLMNR, AttentionPooling, NewsTokens, UserEncoder, click_scores
-from .recommender import Recommender
+from .models.base import Recommender
 from .teacher_emb import USER_ENCODER_PREFIX
 
 log = logging.getLogger("tinynewsrec")

@@ -253,6 +253,75 @@ class Stage2Params:
         _check(self.beta <= 1, "stage2.beta", "a number between 0 and 1", self.beta)
 
 
+#: where the sequential recommenders' item tables come from (``tinynewsrec.seqrec.item_emb``)
+ITEM_SOURCES = ("random", "plm_mean", "plm_cls", "post_train", "teacher", "student")
+SEQREC_MODELS = ("sasrec", "bert4rec")
+
+
+@dataclass(frozen=True)
+class SeqrecParams:
+    """``seqrec``: SASRec / BERT4Rec whose item tables start from PLM news embeddings (Qu et al., 2024).
+
+    ``null`` for ``heads``, ``dropout``, ``table`` and ``loss`` means the model's own setting in the
+    seed code (:data:`tinynewsrec.seqrec.common.PAPER`: SASRec 1 head, dropout 0.5, a trainable
+    table, CE; BERT4Rec 4 heads, dropout 0.1, a frozen table, Cloze CE)."""
+
+    #: mind: the clicks of data/mind's users; recbole: RecBole atomic files under ``recbole_path``
+    data: str = choice("mind", "recbole", default="mind")
+    #: folder with ``<dataset>.inter`` (user, item, timestamp) and ``<dataset>.item`` (item text);
+    #: a DVC dependency whatever ``data`` says, hence a folder that exists (recbole_local/ has a README)
+    recbole_path: str = "recbole_local"
+    #: the dataset's file stem; null = the only ``.inter`` file in ``recbole_path``
+    recbole_dataset: str | None = None
+    #: users with fewer clicks (after dropping repeats) are counted and left out: leave-one-out
+    #: needs a test item, a validation item and at least one item to learn from
+    min_len: int = at_least(3, 3)
+    #: the DVC matrix: one train_seqrec row per model x init
+    models: list[str] = field(default_factory=lambda: ["sasrec"])
+    inits: list[str] = field(default_factory=lambda: ["random", "student"])
+    #: the teacher (and the post-trained checkpoint ``step_<teacher>``) of the ``teacher`` and
+    #: ``post_train`` sources: one of teacher.ids
+    teacher: int = at_least(0, 3)
+    #: model width; a PLM table of another width enters through ``entry``
+    hidden: int = at_least(8, 256)
+    blocks: int = at_least(1, 2)
+    heads: int | None = at_least(1, None)
+    dropout: float | None = between(0.0, 0.99, None)
+    #: frozen | trainable item table (null = the model's own; a random table always trains)
+    table: str | None = choice("frozen", "trainable", default=None)
+    #: how a PLM table enters: copy (same width), project (a learned linear map, as UniSRec),
+    #: auto (copy when the widths agree, else project)
+    entry: str = choice("auto", "copy", "project", default="auto")
+    max_len: int = between(2, 512, 50)
+    #: ce = softmax over all items; bce = one sampled negative per position (SASRec's original)
+    loss: str = choice("ce", "bce", default="ce")
+    #: BERT4Rec's Cloze masking rate (80% [MASK], 10% a random item, 10% unchanged)
+    mask_prob: float = between(0.01, 0.99, 0.15)
+    batch_size: int = at_least(1, 128)
+    lr: float = above(0.0, 0.003)
+    #: at most this many epochs; training stops when validation NDCG@10 has not improved for ``patience``
+    epochs: int = at_least(1, 100)
+    patience: int = at_least(1, 5)
+    #: HR@K and NDCG@K cut-offs
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50])
+    #: full ranking leaves out the user's own earlier items (the padding item is never ranked)
+    mask_history: bool = True
+    #: > 0: also rank the target against this many random negatives ("sampled-100"; inflated)
+    sampled: int = at_least(0, 0)
+    seed: int = seed_field()
+
+    def validate(self) -> None:
+        for key, values, known in (("models", self.models, SEQREC_MODELS), ("inits", self.inits, ITEM_SOURCES)):
+            _check(len(values) >= 1 and all(v in known for v in values) and len(set(values)) == len(values),
+                   f"seqrec.{key}", "a list of distinct names out of " + ", ".join(known), values)
+        _check(len(self.ks) >= 1 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.ks)
+               and 10 in self.ks, "seqrec.ks", "a list of cut-offs >= 1 that includes 10 (early stopping)", self.ks)
+        _check(self.recbole_path.strip() != "", "seqrec.recbole_path", "a folder path", self.recbole_path)
+        if self.heads is not None:
+            _check(self.hidden % self.heads == 0, "seqrec.heads", f"a divisor of seqrec.hidden ({self.hidden})",
+                   self.heads)
+
+
 SECTIONS: dict[str, type] = {
     "data": DataParams,
     "plm": PlmParams,
@@ -262,6 +331,7 @@ SECTIONS: dict[str, type] = {
     "stage1": Stage1Params,
     "stage2": Stage2Params,
     "eval": EvalParams,
+    "seqrec": SeqrecParams,
 }
 
 
@@ -358,6 +428,7 @@ class Params:
     stage1: Stage1Params
     stage2: Stage2Params
     eval: EvalParams
+    seqrec: SeqrecParams
     #: the chosen student method's own section (``params.yaml: <student.method>:``), built by the
     #: dataclass the method declares (``StudentMethod.params``); None when it declares none
     method: Any = None
@@ -388,6 +459,9 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
             f"student method: {', '.join(methods)}); a misspelt section would leave its stage on the code's defaults"
         )
     params = Params(**{name: section_from_dict(name, cls, raw.get(name)) for name, cls in SECTIONS.items()})
+    if {"teacher", "post_train"} & set(params.seqrec.inits):
+        _check(params.seqrec.teacher in params.teacher.ids, "seqrec.teacher",
+               f"one of teacher.ids {params.teacher.ids} (seqrec.inits has teacher or post_train)", params.seqrec.teacher)
     method = get_method(params.student.method)
     own = raw.get(method.name)
     if method.params is not None:

@@ -22,65 +22,20 @@ them separately: a deployed system encodes news offline and users per request).
 from __future__ import annotations
 
 import importlib
-import json
 import os
-from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
+from typing import Any
 
 from .errors import DataError
+from .models.base import Recommender, read_config
 
 #: model kind (config.json ``model``) -> ``module:Class`` of its Recommender subclass
 KINDS: dict[str, str] = {
     "plmnr": "tinynewsrec.models.plmnr:PLMNR",
+    "sasrec": "tinynewsrec.seqrec.sasrec:SASRec",
+    "bert4rec": "tinynewsrec.seqrec.bert4rec:BERT4Rec",
 }
 
-
-class Recommender(nn.Module):
-    """Base class of every recommender folder kind (module docstring)."""
-
-    #: the ``model`` field of its config.json
-    kind: ClassVar[str] = ""
-    news_encoder: nn.Module
-    user_encoder: nn.Module
-
-    @property
-    def news_dim(self) -> int:  # pragma: no cover - abstract
-        """Width of a news (and user) vector."""
-        raise NotImplementedError
-
-    def encode_news(self, news: dict) -> torch.Tensor:
-        return self.news_encoder(news)
-
-    def encode_user(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.user_encoder(history, mask)
-
-    def score(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Dot-product click scores ``<u_b, c_bj>`` [B, C]."""
-        return torch.einsum("bd,bcd->bc", users, candidates)
-
-    def save_pretrained(self, folder: str | os.PathLike, **extra: Any) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, **kwargs: Any) -> "Recommender":  # pragma: no cover
-        raise NotImplementedError
-
-
-def read_config(folder: str | os.PathLike) -> dict:
-    """A model folder's config.json, or a one-line :class:`DataError` naming the folder."""
-    config = Path(folder) / "config.json"
-    try:
-        meta = json.loads(config.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{folder} is not a model folder (no config.json); run the stage that writes it") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{config}: not readable ({e}); rerun the stage that wrote {folder}") from None
-    if not isinstance(meta, dict) or "model" not in meta:
-        raise DataError(f"{config}: has no 'model' field saying what kind of model the folder holds")
-    return meta
+__all__ = ["KINDS", "Recommender", "load_recommender", "read_config", "recommender_class"]
 
 
 def recommender_class(kind: str) -> type[Recommender]:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError
-from ..recommender import Recommender
+from .base import Recommender
 from .cache import gather_padded, pad_ranges, ragged_parts
 from .plm import KeepFrozenInEval, frozen_bottom, load_plm, num_frozen_layers, quiet_transformers, run_layers
 

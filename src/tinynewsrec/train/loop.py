@@ -126,7 +126,7 @@ def fit(
     cfg: LoopConfig,
     checkpointer: Checkpointer | None = None,
     live=None,
-    on_epoch_end: Callable[[int], None] | None = None,
+    on_epoch_end: Callable[[int], bool | None] | None = None,
     before_optimizer_step: Callable[[torch.nn.Module], None] | None = None,
 ) -> dict:
     """Train ``model`` for ``cfg.epochs`` epochs over rows ``0..n_rows-1``.
@@ -137,6 +137,8 @@ def fit(
     gradients, which edits the clipped ``.grad`` in place), ``optimizer.step()``, the learning-rate
     schedule's step (``cfg.schedule``), zeroing. Returns the last epoch's mean loss and parts
     (with ``lr``, the last step's learning rate, when the schedule is not constant).
+    ``on_epoch_end(epoch)`` runs after each epoch on every process; returning True on any
+    process ends training after that epoch's checkpoint (early stopping).
     """
     start_epoch, history = 0, []
     if checkpointer is not None:
@@ -195,8 +197,10 @@ def fit(
             summary.update({k: float(v) for k, v in zip(sorted(totals), t.tolist())})
         history.append(summary)
         log.info("%s: epoch %d/%d, mean loss %.4f", cfg.name, epoch + 1, cfg.epochs, summary.get("loss", math.nan))
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1)
+        stop = bool(on_epoch_end(epoch + 1)) if on_epoch_end is not None else False
+        if accelerator.num_processes > 1:  # one process asking to stop stops them all
+            flag = accelerator.reduce(torch.tensor([float(stop)], device=accelerator.device), reduction="sum")
+            stop = bool(flag.item() > 0)
         accelerator.wait_for_everyone()
         if checkpointer is not None:
             state = full_state_dict(accelerator, model)  # every process: a collective under FSDP / ZeRO-3
@@ -204,4 +208,7 @@ def fit(
                 checkpointer.save(accelerator.unwrap_model(model), optimizer, {"epoch": epoch + 1, "history": history},
                                   state=state, optimizer_sharded=optimizer_is_sharded(accelerator))
         accelerator.wait_for_everyone()
+        if stop:
+            log.info("%s: stopping after epoch %d of at most %d (early stopping)", cfg.name, epoch + 1, cfg.epochs)
+            break
     return {"history": history, "last": summary}
