@@ -144,7 +144,7 @@ def test_bad_stage_items_and_mismatched_widths_are_one_line_errors(seq_world, tm
     with pytest.raises(ParamError, match="source one of random"):
         load_stage("item_emb").main(["imagenet"])
     monkeypatch.setenv("DVC_STAGE", "train_seqrec@sasrec-$(reboot)")
-    with pytest.raises(ParamError, match="not a name"):
+    with pytest.raises(ParamError, match="is not a name of a-z"):
         load_stage("train_seqrec").main([])
     set_seqrec(folder, entry="copy")
     with pytest.raises(ParamError, match="seqrec.entry copy needs seqrec.hidden = the plm_cls table's width"):

@@ -81,14 +81,18 @@ def run_stage(main: Callable[[], None]) -> None:
 
 
 _ITEM = re.compile(r"[0-9]{1,6}")
+_NAME = re.compile(r"[a-z0-9_]+(-[a-z0-9_]+)*")
 
 
-def stage_item(argv: list[str], usage: str) -> int:
-    """The teacher id of a ``foreach`` stage: ``argv[0]``, or under DVC the ``@<id>`` of ``DVC_STAGE``.
+def stage_key(argv: list[str], usage: str, pattern: re.Pattern = _NAME, what: str = "a name of a-z, 0-9, _ and -"
+              ) -> str:
+    """The item of a ``foreach`` / ``matrix`` stage: ``argv[0]``, or under DVC the part of ``DVC_STAGE``
+    after ``@`` (``finetune_teacher@3``, ``train_seqrec@sasrec-student``).
 
-    dvc.yaml does not put the id into the command line (so a crafted ``teacher.ids`` entry is never
-    parsed by a shell); DVC names the stage ``finetune_teacher@<id>`` in ``DVC_STAGE``. Either way the
-    id must be a plain non-negative integer; the caller checks it against ``teacher.ids``.
+    dvc.yaml does not put the item into the command line (so a crafted params entry is never parsed by
+    a shell); DVC names the stage ``<stage>@<item>`` in ``DVC_STAGE``. Either way the item must match
+    ``pattern`` in full (a ParamError naming ``what`` it must be); the caller checks it against the
+    params.
     """
     if len(argv) > 1:
         raise ParamError(f"{usage} (got arguments {argv})")
@@ -99,6 +103,11 @@ def stage_item(argv: list[str], usage: str) -> int:
         if "@" not in stage:
             raise ParamError(f"{usage} (got no argument)")
         text, where = stage.rsplit("@", 1)[1], f"DVC_STAGE {stage!r}"
-    if not _ITEM.fullmatch(text):
-        raise ParamError(f"{usage}: {where} is not a teacher id (a non-negative integer), got {text!r}")
-    return int(text)
+    if not pattern.fullmatch(text):
+        raise ParamError(f"{usage}: {where} is not {what}, got {text!r}")
+    return text
+
+
+def stage_item(argv: list[str], usage: str) -> int:
+    """The teacher id of a ``foreach`` stage (:func:`stage_key`): a plain non-negative integer."""
+    return int(stage_key(argv, usage, _ITEM, "a teacher id (a non-negative integer)"))

@@ -7,29 +7,9 @@ command line, and check it against the names this version knows.
 
 from __future__ import annotations
 
-import os
-import re
-
 from ..errors import ParamError
 from ..params import ITEM_SOURCES, SEQREC_MODELS
-
-_NAME = re.compile(r"[a-z0-9_]+(-[a-z0-9_]+)?")
-
-
-def stage_key(argv: list[str], usage: str) -> str:
-    """``argv[0]``, or under DVC the part of ``DVC_STAGE`` after ``@``: a plain lower-case name."""
-    if len(argv) > 1:
-        raise ParamError(f"{usage} (got arguments {argv})")
-    if argv:
-        text, where = argv[0], "the argument"
-    else:
-        stage = os.environ.get("DVC_STAGE", "")
-        if "@" not in stage:
-            raise ParamError(f"{usage} (got no argument)")
-        text, where = stage.rsplit("@", 1)[1], f"DVC_STAGE {stage!r}"
-    if not _NAME.fullmatch(text):
-        raise ParamError(f"{usage}: {where} is not a name of letters, digits and _, got {text!r}")
-    return text
+from ..stage import stage_key
 
 
 def source_key(argv: list[str]) -> str:
