@@ -6,7 +6,8 @@ data/sequences/ (train.parquet, valid.parquet, items.parquet) and data/item_emb/
 trains with early stopping on validation NDCG@10 (:mod:`tinynewsrec.seqrec.train`); writes
 models_seqrec/<model>-<init>/ (config.json + model.safetensors, loadable by
 ``tinynewsrec.recommender.load_recommender``) and metrics/seqrec_train/<model>-<init>.json (the
-validation curve, seconds per epoch, peak memory), together: a failure replaces neither.
+validation curve, seconds per epoch, peak memory) with the curve alone in
+metrics/seqrec_train/curves/<model>-<init>.json for `dvc plots`, together: a failure replaces none.
 Runs under ``accelerate launch`` too (the batches and the validation users are sharded).
 """
 
@@ -32,6 +33,7 @@ from tinynewsrec.stage import run_stage
 log = logging.getLogger("tinynewsrec")
 MODELS_DIR = Path("models_seqrec")  # not under models/: the evaluate stage depends on all of models/
 METRICS_DIR = Path("metrics/seqrec_train")
+CURVE_KEYS = ("epoch", "loss", "valid_NDCG@10")
 
 
 def peak_rss_mib() -> float:
@@ -75,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
             model.save_pretrained(tmp, row=row, best_epoch=stopper.best_epoch, epochs=epochs,
                                   best_valid_ndcg10=stopper.best, table=table_meta, seqrec_params=asdict(p))
             write_json(summary, METRICS_DIR / f"{row}.json")
+            write_json([{k: c[k] for k in CURVE_KEYS if k in c} for c in summary["curve"]],
+                       METRICS_DIR / "curves" / f"{row}.json")  # `dvc plots show`: the validation curve
         log.info("%s: best validation NDCG@10 %.4f at epoch %d of %d; %.1f s/epoch, %.0f s in all, peak RSS %.0f MiB",
                  row, stopper.best, stopper.best_epoch, epochs, summary["s_per_epoch"] or 0.0, seconds,
                  summary["peak_rss_mib"])

@@ -115,6 +115,9 @@ def test_training_writes_the_curve_and_the_cost(seq_world):
     assert len(summary["curve"]) == summary["epochs"] and summary["peak_rss_mib"] > 0 and summary["s_per_epoch"] > 0
     best = max(c["valid_NDCG@10"] for c in summary["curve"])
     assert summary["best_valid_NDCG@10"] == pytest.approx(best)
+    curve = json.loads((seq_world / "metrics/seqrec_train/curves/sasrec-random.json").read_text())
+    assert [c["epoch"] for c in curve] == list(range(1, summary["epochs"] + 1))
+    assert [c["valid_NDCG@10"] for c in curve] == [c["valid_NDCG@10"] for c in summary["curve"]]
     saved = json.loads((seq_world / "models_seqrec/sasrec-random/config.json").read_text())
     assert saved["model"] == "sasrec" and saved["best_epoch"] == summary["best_epoch"]
 
