@@ -1,6 +1,6 @@
 """evaluate_seqrec: every sequential recommender row, ranked on validation and test.
 
-Reads data/sequences/ and models_seqrec/<model>-<init>/ for every row of the matrix
+Reads data/sequences/, metrics/sequences.json and models_seqrec/<model>-<init>/ for every row of the matrix
 ``seqrec.models`` x ``seqrec.inits`` (with metrics/seqrec_train/<row>.json for the training
 budget). For each row and split: full ranking (HR@K, NDCG@K, MRR; padding never ranked, the
 user's history masked when ``seqrec.mask_history``), overall and on cold users (target never in
