@@ -300,7 +300,7 @@ class SeqrecParams:
     batch_size: int = at_least(1, 128)
     lr: float = above(0.0, 0.003)
     #: at most this many epochs; training stops when validation NDCG@10 has not improved for ``patience``
-    epochs: int = at_least(1, 15)
+    epochs: int = at_least(1, 100)
     patience: int = at_least(1, 5)
     #: HR@K and NDCG@K cut-offs
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50])
