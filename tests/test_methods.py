@@ -16,8 +16,8 @@ from conftest import ROOT, write_params
 
 
 def test_the_registry_lists_one_module_per_method_and_skips_helpers():
-    assert method_names() == ["last_layers_kd", "newsbert", "no_kd", "simplified_tinybert", "standard_kd",
-                              "tinybert", "tinynewsrec"]
+    assert method_names() == ["hsk", "last_layers_kd", "newsbert", "no_kd", "rosita", "simplified_tinybert",
+                              "standard_kd", "tinybert", "tinynewsrec"]
     assert all(get_method(name).name == name for name in method_names())
 
 
@@ -39,6 +39,8 @@ def test_listing_methods_and_loading_params_import_no_training_code():
     ("standard_kd", False, "one", 0.5, "Standard KD"),
     ("simplified_tinybert", False, "one", 1.0, "Simplified TinyBERT"),
     ("tinybert", True, "one", 0.0, "TinyBERT (2-step)"),
+    ("hsk", True, "one", 0.0, "HSK distillation"),
+    ("rosita", True, "one", 0.0, "ROSITA"),
 ])
 def test_each_method_declares_its_stages_teachers_and_ce_weight(name, stage1, teachers, ce_weight, display):
     method = get_method(name)
@@ -55,8 +57,8 @@ def test_the_old_names_are_gone():
 
 def test_an_unknown_method_lists_the_registered_ones(tmp_path):
     write_params(tmp_path, student={"method": "bogus"})
-    with pytest.raises(ParamError, match=r"student\.method must be one of last_layers_kd, newsbert, no_kd, "
-                                         r"simplified_tinybert, standard_kd, tinybert, tinynewsrec, got 'bogus'"):
+    with pytest.raises(ParamError, match=r"student\.method must be one of hsk, last_layers_kd, newsbert, no_kd, "
+                                         r"rosita, simplified_tinybert, standard_kd, tinybert, tinynewsrec, got 'bogus'"):
         load_params(tmp_path / "params.yaml")
 
 

@@ -31,6 +31,7 @@ from .models.base import Recommender, read_config
 #: model kind (config.json ``model``) -> ``module:Class`` of its Recommender subclass
 KINDS: dict[str, str] = {
     "plmnr": "tinynewsrec.models.plmnr:PLMNR",
+    "pruned_plmnr": "tinynewsrec.models.pruned:PrunedPLMNR",
     "sasrec": "tinynewsrec.seqrec.sasrec:SASRec",
     "bert4rec": "tinynewsrec.seqrec.bert4rec:BERT4Rec",
 }

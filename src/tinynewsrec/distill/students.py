@@ -344,3 +344,27 @@ class KDStudent(KeepFrozenInEval):
             parts["accuracy"] = _accuracy(scores)
         parts["total"] = total.item()
         return total, parts
+
+
+class HSKStudent(nn.Module):
+    """Hidden-state-knowledge distillation (methods ``hsk``, ``rosita``; stage 1):
+
+    loss = sum over pairs (s, t) of MSE(h^S_s, compressed h^T_t), over the kept entries only
+    (:func:`~tinynewsrec.distill.hsk.hsk_loss`; ``dims`` the static hidden dims, None when the
+    batch's ``hsk`` carries a per-entry ``keep`` mask). Batch: ``news_tokens`` and ``hsk``
+    (:func:`~tinynewsrec.distill.hsk.compress`'s dict of those news, from the store or the
+    teacher online). The student's heads are not used (its news vectors are not scored here).
+    """
+
+    def __init__(self, student: PLMNR, pairs: Sequence[tuple[int, int]], dims: Tensor | None = None):
+        super().__init__()
+        self.student = student
+        self.pairs = [tuple(p) for p in pairs]
+        self.dims = dims
+
+    def forward(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        from .hsk import hsk_loss
+
+        _, states, _ = encoder_states(self.student.news_encoder, batch["news_tokens"])
+        loss = hsk_loss(states, batch["hsk"], self.pairs, self.dims)
+        return loss, {"hsk_mse": loss.item(), "total": loss.item()}
