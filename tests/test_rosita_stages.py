@@ -139,6 +139,16 @@ def test_rosita_prunes_distils_and_is_evaluated_as_a_row(world, tmp_path, monkey
     results, costs = metrics(folder, "eval.json"), metrics(folder, "efficiency.json")
     assert 0.0 <= results["student"]["auc"] <= 1.0
     assert costs["student"]["params"] < costs["teacher_1"]["params"]
+    # the sequential branch's item tables encode with it too (item_emb@student of a rosita run)
+    import pyarrow as pa
+
+    from tinynewsrec.seqrec.item_emb import build_table
+
+    params = load_params()
+    items = pa.table({"item": pa.array([1, 2, 3]), "text": pa.array(["a storm hits", "the cup final", "markets"])})
+    table, meta = build_table("student", items, plm_name=params.plm.name, title_len=params.plm.title_len,
+                              hidden=16, teacher=1, seed=0)
+    assert table.shape == (4, params.plm.news_dim) and torch.all(table[0] == 0) and meta["model"] == "models/student"
 
 
 def test_rosita_without_its_pruned_student_says_which_stage_to_run(world, tmp_path, monkeypatch):

@@ -113,14 +113,14 @@ def build_table(source: str, items: pa.Table, *, plm_name: str, title_len: int, 
         meta |= {"model": plm_name, "pooling": source.removeprefix("plm_")}
     else:
         from ..io import checkpoint_sha256
-        from ..models.plmnr import PLMNR
+        from ..recommender import load_recommender
 
         folder = source_folder(source, teacher)
         if not (folder / "config.json").exists():
             stage = {"post_train": "post_train", "teacher": f"finetune_teacher@{teacher}",
                      "student": "distill_stage2"}[source]
             raise DataError(f"{folder} is missing: the {source} item table encodes with it; run `dvc repro {stage}`")
-        model = PLMNR.from_pretrained(folder).eval()
+        model = load_recommender(folder)  # any news-encoding kind: a PLM-NR, a pruned one (rosita)
         encode = model.encode_news
         meta |= {"model": folder.as_posix(), "model_sha256": checkpoint_sha256(folder)}
     table = encode_items(encode, tokens, n_items, batch_size, desc=f"item table {source}")
