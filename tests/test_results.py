@@ -81,11 +81,17 @@ def test_plan_errors_are_one_line(tmp_path):
         results.parse_plan({"experiments": [{"name": "a"}, {"name": "a"}]})
 
 
+def test_experiments_run_up_to_a_stage_of_the_pipeline_that_writes_the_rows():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert "metrics/eval.json" in str(stages[results.TARGET]["metrics"])
+
+
 def test_exp_run_command_is_an_argument_list():
     cmd = results.exp_run_command("ft", {"post_train.method": "none", "student.layers": 2, "student.teacher": None,
                                          "plm.name": "42"})
     assert cmd[1:] == ["-m", "dvc", "exp", "run", "--temp", "-n", "ft", "-S", "post_train.method=none",
-                       "-S", "student.layers=2", "-S", "student.teacher=null", "-S", 'plm.name="42"']
+                       "-S", "student.layers=2", "-S", "student.teacher=null", "-S", 'plm.name="42"',
+                       "evaluate"]
 
 
 def show_json(baseline_params, exps):
@@ -121,7 +127,7 @@ def test_run_skips_present_experiments_and_runs_the_rest(workdir):
     assert failed == []
     assert calls[0][1:] == ["-m", "dvc", "repro"]
     assert [c[c.index("-n") + 1] for c in calls[1:]] == ["todo", "stale-2"]  # never replaces an experiment
-    assert calls[1][-2:] == ["-S", "student.layers=4"]
+    assert calls[1][-3:] == ["-S", "student.layers=4", "evaluate"]
 
 
 def test_a_failed_experiment_is_reported_and_the_rest_still_run(workdir, caplog):
@@ -481,7 +487,7 @@ pq.write_table(pa.table(columns), "data/eval/impressions.parquet")
 """
 DVC_YAML = """\
 stages:
-  train:
+  evaluate:  # the stage experiments run up to (results.TARGET)
     cmd: python train.py
     deps: [train.py]
     params: [stage2]

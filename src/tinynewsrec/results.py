@@ -184,8 +184,13 @@ def set_args(overrides: dict[str, Any]) -> list[str]:
     return args
 
 
+#: the stage an experiment runs up to: every row of the table comes from its outputs, so the
+#: branches downstream of the models but outside the table (the seqrec stages, ~8 min) do not run
+TARGET = "evaluate"
+
+
 def exp_run_command(name: str, overrides: dict[str, Any]) -> list[str]:
-    return [sys.executable, "-m", "dvc", "exp", "run", "--temp", "-n", name, *set_args(overrides)]
+    return [sys.executable, "-m", "dvc", "exp", "run", "--temp", "-n", name, *set_args(overrides), TARGET]
 
 
 # --- dvc exp show -------------------------------------------------------------------------------
@@ -317,7 +322,8 @@ def run_plan(root: Path, plan: list[Planned], runner: Callable[[list[str], Path]
             log.info("an experiment named %s exists with other params; this one is %s", p.name, name)
         names.add(name)
         cmd = exp_run_command(name, p.overrides)
-        log.info("[%d/%d] %s: dvc exp run --temp -n %s %s", k, len(todo), p.name, name, " ".join(set_args(p.overrides)))
+        log.info("[%d/%d] %s: dvc exp run --temp -n %s %s %s", k, len(todo), p.name, name,
+                 " ".join(set_args(p.overrides)), TARGET)
         start = time.perf_counter()
         rc = runner(cmd, root)
         took = _duration(time.perf_counter() - start)
