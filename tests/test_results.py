@@ -574,7 +574,9 @@ def test_build_times_every_model_row_in_one_process(tmp_path):
     rows = {r["label"]: r for r in table["rows"]}
     assert rows["teacher_1 (DP)"]["speedup"] == 1.0 and rows["teacher_0 (DP)"]["news_per_s"] > 0
     assert rows["teacher_0 (DP)"]["layers"] == 3 and rows["teacher_0 (DP)"]["params_count"] > 0
-    assert rows["popularity"]["news_per_s"] is None
+    folder_mb = sum(f.stat().st_size for f in (world / "models/teacher_0").rglob("*") if f.is_file()) / 2**20
+    assert rows["teacher_0 (DP)"]["size_mb"] == pytest.approx(folder_mb, abs=1e-3)  # the folder on disk
+    assert rows["popularity"]["news_per_s"] is None and rows["popularity"]["size_mb"] is None
     assert rows["teacher_0 (DP)"]["auc_diff"] == pytest.approx(-0.02)
 
 

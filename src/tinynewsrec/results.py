@@ -684,6 +684,7 @@ def build_table(plan: list[Planned], reference: str, workspace: dict, experiment
             **{k: metrics.get(k) for k in METRICS},
             "auc_diff": iv["diff"], "auc_diff_lo": iv["lo"], "auc_diff_hi": iv["hi"],
             "params_count": cost.get("params") if cost else None,
+            "size_mb": cost.get("size_mb") if cost else None,
             "news_per_s": cost.get("news_per_s") if cost else None,
             "user_latency_ms": cost.get("user_latency_ms") if cost else None,
             "speedup": round(cost["news_per_s"] / ref_speed, 3) if cost and ref_speed else None,
@@ -740,8 +741,8 @@ def seed_groups(rows: list[dict]) -> list[dict]:
 # --- writing ------------------------------------------------------------------------------------
 
 COLUMNS = ("row", "layers", "seed", "post-train steps", "stage-1 steps", "click steps", "AUC",
-           "ΔAUC vs best teacher [95% CI]", "MRR", "nDCG@5", "nDCG@10", "params", "news/s", "speed-up", "runs",
-           "commit")
+           "ΔAUC vs best teacher [95% CI]", "MRR", "nDCG@5", "nDCG@10", "params", "size MB", "news/s", "speed-up",
+           "runs", "commit")
 
 
 def _pct(x: float | None, signed: bool = False) -> str:
@@ -755,7 +756,8 @@ def _cell(x: Any) -> str:
 
 
 def to_markdown(table: dict) -> str:
-    """The table (metrics in %, parameters in millions) with its seed groups and notes."""
+    """The table (metrics in %, parameters in millions, the model folder's size on disk in MB) with
+    its seed groups and notes."""
     ref = table["reference"]
     lines = [f"Dev metrics in %; ΔAUC is each row's AUC minus the best teacher's ({ref['row']} of {ref['experiment']}, "
              f"{_pct(ref['auc'])}) with a {int(100 * table['bootstrap']['level'])}% paired-bootstrap interval "
@@ -770,6 +772,7 @@ def to_markdown(table: dict) -> str:
         cells = [r["label"], _cell(r["layers"]), r["seed"], _cell(r["post_train_steps"]), _cell(r["stage1_steps"]),
                  _cell(r["click_steps"]), _pct(r["auc"]), ci, _pct(r["mrr"]), _pct(r["ndcg5"]), _pct(r["ndcg10"]),
                  "" if r["params_count"] is None else f"{r['params_count'] / 1e6:.1f}M",
+                 "" if r.get("size_mb") is None else f"{r['size_mb']:.1f}",
                  "" if r["news_per_s"] is None else f"{r['news_per_s']:.1f}",
                  "" if r["speedup"] is None else f"{r['speedup']:.2f}x", ", ".join(r["runs"]), commit]
         lines.append("| " + " | ".join(cells) + " |")
