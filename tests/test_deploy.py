@@ -691,3 +691,47 @@ def test_onnx_bench_checks_a_model_against_its_own_pipelines_eval_json_or_a_name
     assert eval_json_row(copy, None) == (None, "student_1layer")
     assert eval_json_row(copy, "/x/eval.json#student") == (Path("/x/eval.json"), "student")
     assert eval_json_row(files["exported"], None) == (None, "student")  # the name it was exported under
+
+
+# --- a ROSITA-pruned student deploys like any PLM-NR -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pruned_export(tmp_path_factory, tokenizer):
+    from tinynewsrec.models.pruned import pruned_student
+
+    root = tmp_path_factory.mktemp("pruned")
+    torch.manual_seed(1)
+    teacher = PLMNR(make_tiny_bert(num_layers=2, hidden=32, heads=4, seed=1), SMALL)
+    g = torch.Generator().manual_seed(1)
+    scores = {"heads": [torch.rand(4, generator=g) for _ in range(2)],
+              "ffn": [torch.rand(teacher.plm.config.intermediate_size, generator=g) for _ in range(2)], "batches": 1}
+    student = pruned_student(teacher, scores, keep_heads=2, ffn_dim=16, num_layers=1, embedding_rank=8)
+    with atomic_dir(root / "student") as tmp:
+        student.save_pretrained(tmp, method="rosita")
+    exported = export_model_folder(root / "student", root / "exported", plm_name="default", title_len=16,
+                                   history_len=5, tokenizer=tokenizer)
+    return {"model": root / "student", "exported": exported, "news": write_news_tsv(root / "news.tsv")}
+
+
+def test_a_pruned_student_exports_serves_and_recommends_what_it_scores(pruned_export, tokenizer):
+    recommender, saved_tokenizer, serving = load_for_serving(pruned_export["exported"])
+    assert recommender.kind == "pruned_plmnr" and serving["title_len"] == 16
+    original = load_recommender(pruned_export["model"])
+    for (k, a), (_, b) in zip(original.state_dict().items(), recommender.state_dict().items()):
+        assert torch.equal(a, b), k  # the weights are the pruned ones, bit for bit
+    assert "pruned_plmnr" in (pruned_export["exported"] / "README.md").read_text()
+    index = NewsIndex.build(recommender, saved_tokenizer, read_news_table(pruned_export["news"]), 16, progress=False)
+    recs = Recommendations(recommender, index, history_len=5)
+    result = recs.recommend(["N1", "N3"], k=4)
+    scores = (index.vectors @ recs.user_vectors([["N1", "N3"]])[0]).numpy()
+    scores[[0, 2]] = -np.inf
+    assert [it["news_id"] for it in result["items"]] == [NEWS_IDS[i] for i in np.argsort(-scores)[:4]]
+
+
+@onnx_missing
+def test_a_pruned_students_onnx_encoders_match_pytorch(pruned_export, tmp_path):
+    from tinynewsrec.deploy.onnx_export import export_onnx
+
+    report = export_onnx(pruned_export["exported"], tmp_path)
+    assert report["news_encoder"]["max_abs_diff"] < 1e-4 and report["user_encoder"]["max_abs_diff"] < 1e-4

@@ -74,3 +74,12 @@ def test_the_curve_is_written_as_json_table_csv_and_png(tmp_path):
     assert (tmp_path / "hsk_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = markdown(curve)
     assert "| HSK-2 [1l] | depth | 0.333 | 1.000 | 1.000 | 0.3333 | 64.00 | [63.00, 65.00] |" in md
+
+
+def test_the_legend_names_points_by_their_experiment():
+    from tinynewsrec.hsk_curve import figure
+
+    fig = figure(curve_points(table(), np.array([3, 5, 10]), 384))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "3-D (3d)" in labels and "all HSK (full)" in labels  # the float32-store point is only in the table
+    assert "best teacher (teacher_3): 66.00" in labels

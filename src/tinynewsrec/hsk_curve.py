@@ -173,13 +173,13 @@ def figure(curve: dict):
         line = pts + (full if axis != "3-D" else [])
         xs, ys = [p["kept"] for p in line], [p["auc"] for p in line]
         style = "*" if axis == "3-D" else "o-"
-        ax.plot(xs, ys, style, color=COLORS[axis], label=axis if axis != "3-D" else "3-D (" + pts[0]["label"] + ")",
+        ax.plot(xs, ys, style, color=COLORS[axis], label=axis if axis != "3-D" else f"3-D ({_short(pts[0]['label'])})",
                 markersize=12 if axis == "3-D" else 6)
         for p in line:
             if p["interval"]:
                 ax.plot([p["kept"]] * 2, p["interval"], color=COLORS[axis], alpha=0.35, linewidth=2)
     for p in full:
-        ax.plot([p["kept"]], [p["auc"]], "ko", markersize=7, label=f"all HSK ({p['label']})")
+        ax.plot([p["kept"]], [p["auc"]], "ko", markersize=7, label=f"all HSK ({_short(p['label'])})")
     for name, value in curve["references"].items():
         color, dash = next(((c, d) for key, c, d in REFERENCE_LINES if key in name), ("0.5", ":"))
         ax.axhline(value, color=color, linestyle=dash, linewidth=1, label=f"{name}: {value:.2f}")
@@ -194,6 +194,12 @@ def figure(curve: dict):
     return fig
 
 
+def _short(label: str) -> str:
+    """A point's name for the legend: the experiment in its label's brackets (``HSK distillation-2
+    seed 42 [hsk-1l]`` -> ``hsk-1l``), else the label."""
+    return label[label.rfind("[") + 1:-1] if label.endswith("]") and "[" in label else label
+
+
 def write(curve: dict, out: Path) -> None:
     write_json(curve, out.with_suffix(".json"))
     write_text(markdown(curve), out.with_suffix(".md"))
@@ -201,7 +207,7 @@ def write(curve: dict, out: Path) -> None:
     write_text("\n".join(rows) + "\n", out.with_suffix(".csv"))
     fig = figure(curve)
     with atomic_path(out.with_suffix(".png"), suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", bbox_inches="tight")  # the legend beside the axes is kept whole
 
 
 def main(argv: list[str] | None = None) -> int:

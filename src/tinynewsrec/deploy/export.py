@@ -8,6 +8,9 @@ into a folder that loads with nothing of the project around it::
       heads.safetensors    attention pooling, dense layer, user encoder (copied byte for byte)
       plm/                 the PLM in Hugging Face format AND its tokenizer files, so that
                            AutoModel / AutoTokenizer.from_pretrained(out / "plm") both work
+                           (a ROSITA-pruned student, kind ``pruned_plmnr``: its pruned widths are
+                           not BertConfig's, so only ``load_recommender(out)`` rebuilds it;
+                           AutoTokenizer still works)
       README.md            the model card: what it is, kind, layers, parameters, training, metrics
 
 ``load_recommender(out)`` (:mod:`tinynewsrec.recommender`) loads it as any model folder;
@@ -42,8 +45,9 @@ from ..errors import DataError, ParamError
 from ..io import atomic_dir, checkpoint_sha256
 from ..recommender import load_recommender, read_config
 
-#: the model kinds that can be exported (their news encoder reads title token ids)
-EXPORTABLE_KINDS = ("plmnr",)
+#: the model kinds that can be exported (their news encoder reads title token ids): PLM-NRs and
+#: ROSITA-pruned PLM-NRs (same folder layout; their ``plm/`` loads through the project's loader only)
+EXPORTABLE_KINDS = ("plmnr", "pruned_plmnr")
 #: ``plm.title_len`` when neither the caller, the model nor params.yaml says it
 DEFAULT_TITLE_LEN = 32
 #: ``data.history_len`` (clicks a user vector is computed from) when nobody says it
