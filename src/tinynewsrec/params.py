@@ -322,6 +322,12 @@ class SeqrecParams:
                    self.heads)
 
 
+#: sections a branch validates in its own stages (the multimodal branch: ``images``, ``image``,
+#: ``multimodal``, ``reranker``, ``recall``, read by :mod:`tinynewsrec.multimodal.params`). They are
+#: accepted here without being validated, so that the branch's code is no dependency of the stages
+#: that never read it; a typo in a key inside them is caught by the branch's stage at its start.
+BRANCH_SECTIONS = ("images", "image", "multimodal", "reranker", "recall")
+
 SECTIONS: dict[str, type] = {
     "data": DataParams,
     "plm": PlmParams,
@@ -449,13 +455,13 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ParamError(f"{path}: must be a mapping of sections")
     methods = method_names()
-    unknown = sorted(set(raw) - set(SECTIONS) - set(methods), key=str)
+    unknown = sorted(set(raw) - set(SECTIONS) - set(BRANCH_SECTIONS) - set(methods), key=str)
     if unknown:
-        known = [*SECTIONS, *methods]
+        known = [*SECTIONS, *BRANCH_SECTIONS, *methods]
         close = difflib.get_close_matches(str(unknown[0]), known, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise ParamError(
-            f"{path}: unknown section {unknown[0]} ({hint}known sections: {', '.join(SECTIONS)}, and one per "
+            f"{path}: unknown section {unknown[0]} ({hint}known sections: {', '.join([*SECTIONS, *BRANCH_SECTIONS])}, and one per "
             f"student method: {', '.join(methods)}); a misspelt section would leave its stage on the code's defaults"
         )
     params = Params(**{name: section_from_dict(name, cls, raw.get(name)) for name, cls in SECTIONS.items()})
