@@ -4,7 +4,8 @@ Reads models_mm/<model>-<modality>/ for every row of the matrix multimodal.model
 multimodal.modalities, their metrics/mm_train/<row>.json, the frozen vector tables
 (data/mm/text.safetensors, data/image_emb/images.safetensors), data/samples/dev.parquet, the recall
 stage's data/recall/slots.parquet and metrics/recall.json, metrics/cards.json, metrics/images.json and
-metrics/eval.json (the reference rows: the text model, the best teacher, popularity, oracle). Writes
+metrics/eval.json (the reference rows: the text model, the best teacher, popularity, oracle) and
+data/eval/impressions.parquet (the best teacher's AUC per impression, for each row's interval). Writes
 data/mm_eval/ (prediction_<row>.txt and impressions.parquet, the per-impression metrics) and
 metrics/multimodal.{json,md,png}, together: a failure replaces none (:mod:`tinynewsrec.multimodal.report`).
 """
@@ -32,6 +33,7 @@ DEV = Path("data/samples/dev.parquet")
 MODELS_DIR = Path("models_mm")
 TRAIN_METRICS = Path("metrics/mm_train")
 SLOTS = Path("data/recall/slots.parquet")
+EVAL_IMPRESSIONS = Path("data/eval/impressions.parquet")
 OUT_DIR = Path("data/mm_eval")
 OUT_JSON, OUT_MD, OUT_PNG = Path("metrics/multimodal.json"), Path("metrics/multimodal.md"), Path("metrics/multimodal.png")
 SEES = {"text": "title (text vector)", "image": "card (image vector)", "text_image": "title x card"}
@@ -58,6 +60,22 @@ def references(eval_rows: dict, text_model: str) -> dict:
         if name in eval_rows:
             out[name] = eval_rows[name]
     return out
+
+
+def teacher_intervals(auc: dict[str, np.ndarray], dev: DevImpressions, eval_rows: dict) -> dict:
+    """AUC difference of every row to the best teacher (data/eval/impressions.parquet, the evaluate
+    stage's per-impression metrics), 95% paired bootstrap: the main results table's Δ column."""
+    from tinynewsrec.results import paired_bootstrap
+
+    teachers = [n for n in eval_rows if n.startswith("teacher_")]
+    if not teachers:
+        return {}
+    best = max(teachers, key=lambda n: eval_rows[n]["auc"])
+    table = read_parquet(EVAL_IMPRESSIONS, stage="evaluate", columns=["impression_id", f"{best}/auc"])
+    if not np.array_equal(table.column("impression_id").to_numpy(), dev.impression_ids):
+        raise DataError(f"{EVAL_IMPRESSIONS} holds other impressions than {DEV}: rerun `dvc repro evaluate`")
+    reference = table.column(f"{best}/auc").to_numpy(zero_copy_only=False)
+    return {"teacher": best, "rows": paired_bootstrap(auc, reference)}
 
 
 def recall_slots(dev: DevImpressions) -> tuple[np.ndarray, np.ndarray]:
@@ -127,6 +145,7 @@ def main() -> None:
                                                        "corrupt")},
         "fusion": p.fusion, "params": {"multimodal": asdict(p), "reranker": asdict(mm.reranker), "recall": asdict(mm.recall)},
         "rows": rows, "intervals": report.intervals(auc, rows), "references": refs,
+        "vs_best_teacher": teacher_intervals(auc, dev, eval_rows),
         "recall": read_json(Path("metrics/recall.json"), "recall"),
         "cards": read_json(Path("metrics/cards.json"), "render_cards"),
     }

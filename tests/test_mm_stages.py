@@ -84,6 +84,16 @@ def test_the_text_rows_are_the_references_of_the_intervals(mm_world):
         assert ci["diff"] == pytest.approx(diff, abs=1e-5)
 
 
+def test_every_row_is_compared_with_the_best_teacher_as_in_the_results_table(mm_world):
+    result = json.loads((mm_world / "metrics/multimodal.json").read_text())
+    eval_rows = json.loads((mm_world / "metrics/eval.json").read_text())
+    vs = result["vs_best_teacher"]
+    assert vs["teacher"] == "teacher_0" and set(vs["rows"]) == set(ROWS) | {"recall"}
+    for row in ROWS:
+        diff = result["rows"][row]["metrics"]["auc"] - eval_rows["teacher_0"]["auc"]
+        assert vs["rows"][row]["diff"] == pytest.approx(diff, abs=1e-5)
+
+
 def test_end_to_end_with_every_candidate_recalled_is_the_row_itself(mm_world, monkeypatch):
     # with rerank_k above the pool size every candidate is recalled: the end-to-end ranking is the row's
     monkeypatch.chdir(mm_world)

@@ -138,14 +138,15 @@ def markdown(result: dict) -> str:
         "each row's prediction.txt (data/mm_eval/). Text vectors: "
         f"{result['text']['model']} (frozen, {result['text']['dim']} wide); image vectors: "
         f"{result['image']['encoder']} ({result['image']['dim']} wide; {result['image'].get('description', '')}).",
-        f"Δ AUC = AUC minus the same model's text-only row, 95% paired bootstrap over impressions. "
+        "Metrics in %. Δ AUC = AUC minus the same model's text-only row (or the best teacher's), 95% paired "
+        "bootstrap over impressions. "
         f"End to end: the top {k} news recalled out of the split's pool "
         f"({rc.get('pool', '–'):,} news) are re-ranked by the row, the others follow in recall order."
         if isinstance(rc.get("pool"), int) else "",
         "",
-        "| row | news encoder sees | AUC | MRR | nDCG@5 | nDCG@10 | Δ AUC vs text [95% CI] "
+        "| row | news encoder sees | AUC | MRR | nDCG@5 | nDCG@10 | Δ AUC vs text [95% CI] | Δ AUC vs best teacher [95% CI] "
         f"| end-to-end AUC (recall {k} -> row) | ms / impression | trainable weights | s / step | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in result["rows"].items():
         m = row["metrics"]
@@ -153,17 +154,20 @@ def markdown(result: dict) -> str:
         delta = "reference" if row["modality"] == "text" else (
             f"{100 * ci['diff']:+.2f} [{100 * ci['lo']:+.2f}, {100 * ci['hi']:+.2f}]" if ci and ci["diff"] is not None
             else "–")
+        vs = result.get("vs_best_teacher", {}).get("rows", {}).get(name)
+        teacher = f"{100 * vs['diff']:+.2f} [{100 * vs['lo']:+.2f}, {100 * vs['hi']:+.2f}]" \
+            if vs and vs["diff"] is not None else "–"
         t = row.get("train", {})
         lines.append(
             f"| {name} | {row['sees']} | {_pct(m['auc'])} | {_pct(m['mrr'])} | {_pct(m['ndcg5'])} "
-            f"| {_pct(m['ndcg10'])} | {delta} | {_pct(row['end_to_end']['auc'])} | {_f(row['latency_ms'], 3)} "
+            f"| {_pct(m['ndcg10'])} | {delta} | {teacher} | {_pct(row['end_to_end']['auc'])} | {_f(row['latency_ms'], 3)} "
             f"| {row['costs']['params']:,} | {_f(t.get('s_per_step'), 4)} | {_f(t.get('peak_rss_mib'), 0)} |"
         )
     lines += ["", "References (same dev impressions):", ""]
     for name, ref in refs.items():
         lines.append(f"- {name}: AUC {_pct(ref['auc'])}, MRR {_pct(ref['mrr'])}, nDCG@10 {_pct(ref['ndcg10'])}")
     if rc:
-        recall_k = ", ".join(f"Recall@{kk} {_pct(rc['recall'][str(kk)]['recall'])}" for kk in rc.get("ks", []))
+        recall_k = ", ".join(f"Recall@{kk} {_pct(rc['recall'][str(kk)]['recall'])}%" for kk in rc.get("ks", []))
         lines += ["", f"Recall ({rc.get('user', '')} user vector, {rc.get('backend', '')} search): {recall_k} "
                   "(metrics/recall.json)."]
     if cards.get("headroom"):
