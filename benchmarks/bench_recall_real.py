@@ -85,12 +85,14 @@ class Clock:
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.loadavg: dict[str, list[float]] = {}  # 1/5/15-minute load average when each step began
 
     def __call__(self, name: str):
         clock = self
 
         class _Step:
             def __enter__(self):
+                clock.loadavg[name] = [round(x, 2) for x in os.getloadavg()]
                 print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
                 self.t0 = time.perf_counter()
 
@@ -102,7 +104,8 @@ class Clock:
         return _Step()
 
 
-def recall_row(vectors, present, pool, dev, kw: dict, backend: str, ks: list[int], n_all: int) -> tuple[dict, np.ndarray]:
+def recall_row(vectors, present, pool, dev, kw: dict, backend: str, ks: list[int], n_all: int
+               ) -> tuple[dict, np.ndarray]:
     """One backend's recall over ``dev``: metrics, seconds (extrapolated to ``n_all`` impressions
     when ``dev`` is a head of them) and peak RSS; and the candidate slots' ranks."""
     kw = kw | {"backend": backend}
@@ -121,7 +124,7 @@ def recall_row(vectors, present, pool, dev, kw: dict, backend: str, ks: list[int
            "rss_before_mib": round(rss_before, 1), "peak_rss_mib": round(status_mib("VmHWM"), 1),
            "peak_is_of_this_call": exact_peak, "users": out.users, "cold_users": out.cold_users,
            **recall_metrics(dev.labels, dev.offsets, out.ranks, ks)}
-    print(backend, json.dumps({k: v for k, v in row.items()}), flush=True)
+    print(f"{kw['user']} user, {backend}:", json.dumps(row), flush=True)
     return row, out.ranks
 
 
@@ -139,6 +142,8 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["exact", "faiss"])
     ap.add_argument("--recall-impressions", type=int, default=None,
                     help="recall only the first N dev impressions and extrapolate the time (default: all)")
+    ap.add_argument("--also-student", action="store_true",
+                    help="also recall with the model's own user encoder (recall.user: student), exact backend")
     ap.add_argument("--threads", type=int, default=2, help="torch and FAISS threads")
     ap.add_argument("--encode-batch", type=int, default=None, help="news per encoding batch (default plm.encode_batch)")
     ap.add_argument("--out", default=str(OUT))
@@ -205,6 +210,12 @@ def main() -> None:
         with clock(f"recall_{backend}"):
             rows[backend], ranks[backend] = recall_row(vectors, present, pool, sub, kw, backend, r.ks, len(dev))
 
+    if args.also_student and r.user != "student":
+        from tinynewsrec.recommender import load_recommender
+
+        with clock("recall_exact_student_user"):
+            student_row, _ = recall_row(vectors, present, pool, sub, kw | {"user": "student",
+                                        "model": load_recommender(args.model)}, "exact", r.ks, len(dev))
     command = " ".join(["python", "benchmarks/bench_recall_real.py", *sys.argv[1:]])
     result = {
         "command": command,
@@ -216,18 +227,23 @@ def main() -> None:
         "synthetic_size": asdict(size), "seed": args.seed,
         "news_total": ingest["news_total"], "news_encoded": n_encoded, "dim": meta["dim"],
         "dev": dev_counts,
-        "pool_kind": r.pool, "pool": int(len(pool)), "user": r.user, "ks": r.ks, "k": max(r.ks), "batch": r.batch,
+        "pool_kind": r.pool, "pool": int(len(pool)),
+        "chance_recall": {str(k): round(min(k, len(pool)) / max(len(pool), 1), 5) for k in r.ks},
+        "user": r.user, "ks": r.ks, "k": max(r.ks), "batch": r.batch,
         "history_len": mm.multimodal.history_len, "data_history_len": params.data.history_len,
         "mask_history": r.mask_history,
         "impressions": len(dev), "recalled_impressions": len(sub),
         "backends": rows,
         "seconds": clock.seconds,
+        "loadavg_at_step_start": clock.loadavg | {"end": [round(x, 2) for x in os.getloadavg()]},
         "encode_news_per_s": round(n_encoded / clock.seconds["encode"], 1) if clock.seconds.get("encode") else None,
         "peak_rss_mib_whole_run": round(peak_rss_mib(), 1),
         "torch_threads": torch.get_num_threads(), "faiss": faiss_version, "cpu_count": os.cpu_count(),
         "torch": torch.__version__, "python": platform.python_version(),
         "generated_summary": {k: v for k, v in summary.items() if k != "sizes"},
     }
+    if args.also_student and r.user != "student":
+        result["student_user_exact"] = student_row
     if len(ranks) == 2:
         a, b = ranks.values()
         result["backends_agree"] = {"same_rank_share": float(np.mean(a == b)), "slots": int(len(a)),

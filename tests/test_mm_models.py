@@ -297,3 +297,23 @@ def test_a_plmnr_news_encoder_computes_the_text_vectors(tmp_path):
     loaded = MultimodalNR.from_pretrained(tmp_path / "m", text_encoder=other.news_encoder).eval()
     with torch.no_grad():
         assert torch.allclose(loaded.encode_news(news), out, atol=1e-6)
+
+
+def test_the_evaluator_fed_known_scores_reproduces_hand_computed_metrics():
+    # DL_News_Rec's evaluator fed np.argsort(scores) where ranks were expected; here a row's scores
+    # become prediction.txt's ranks (1 = best) and the metrics are computed from those ranks
+    import math
+
+    from tinynewsrec.evaluate import rank_and_score
+
+    dev = DevImpressions(np.array([1, 2]), np.array([5, 6, 7, 8, 9, 10, 11], np.int32),
+                         np.array([0, 1, 0, 1, 0, 0, 1], np.int8), np.array([0, 4, 7]),
+                         np.zeros(0, np.int32), np.array([0, 0, 0]))
+    scores = np.array([0.2, 0.9, 0.4, 0.1, 0.5, 0.3, 0.8])
+    ranking = rank_and_score(scores, dev)
+    assert ranking.ranks.tolist() == [3, 1, 2, 4, 2, 3, 1]
+    ndcg1 = (1 + 1 / math.log2(5)) / (1 + 1 / math.log2(3))  # clicks at ranks 1 and 4
+    assert ranking.metrics["auc"] == pytest.approx((0.5 + 1.0) / 2, abs=1e-6)
+    assert ranking.metrics["mrr"] == pytest.approx(((1 + 1 / 4) / 2 + 1.0) / 2, abs=1e-6)
+    assert ranking.metrics["ndcg5"] == pytest.approx((ndcg1 + 1.0) / 2, abs=1e-6)
+    assert ranking.metrics["ndcg10"] == pytest.approx((ndcg1 + 1.0) / 2, abs=1e-6)
