@@ -1,6 +1,7 @@
 """Every key of params.yaml, mutated three ways, fails load_params with one line naming it;
 the dataclass defaults agree with params.yaml (a stage run on defaults trains what the file says).
-A student method's own section is validated when that method is chosen, so its mutations choose it."""
+A student method's own section is validated when that method is chosen, so its mutations choose it.
+The multimodal branch's sections are validated by the branch's own loader (``load_all`` runs both)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import yaml
 
 from tinynewsrec.errors import ParamError
 from tinynewsrec.distill.methods import get_method, method_names
+from tinynewsrec.multimodal.params import SECTIONS as BRANCH
+from tinynewsrec.multimodal.params import load_all
 from tinynewsrec.params import SECTIONS, load_params
 from conftest import ROOT
 
@@ -21,9 +24,13 @@ METHODS = method_names()
 
 
 def section_class(section: str):
-    return SECTIONS[section] if section in SECTIONS else get_method(section).params
+    if section in SECTIONS:
+        return SECTIONS[section]
+    return BRANCH[section] if section in BRANCH else get_method(section).params
 #: free-form strings: any value of the right type is accepted here (checked where they are used)
 FREE = {"plm.name", "data.local_path"}
+#: paths: refused when blank
+PATHS = {"data.cache_dir", "seqrec.recbole_path", "images.path", "image.encoder", "multimodal.text_model"}
 
 
 def _wrong_type(section: str, key: str):
@@ -36,7 +43,7 @@ def _out_of_range(key: str, value):
     """A value of the right type that no run can use; None where the key has no range."""
     if key in FREE:
         return None
-    if key in ("data.cache_dir", "seqrec.recbole_path"):
+    if key in PATHS:
         return "   "
     if key == "teacher.ids":
         return [1, 2]
@@ -92,7 +99,7 @@ def test_mutation_fails_in_one_line_naming_the_key(tmp_path, case):
     _, params, key = next(c for c in CASES if c[0] == case)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ParamError) as e:
-        load_params(tmp_path / "params.yaml")
+        load_all(tmp_path / "params.yaml")
     msg = str(e.value)
     assert "\n" not in msg and key in msg, msg
 
@@ -107,10 +114,10 @@ def test_fuzz_count(capsys):
 
 def test_every_section_of_the_code_and_every_method_is_in_params_yaml():
     # dvc.yaml's student stages depend on ${student.method}: a method without a section could not run
-    assert set(BASE) == set(SECTIONS) | set(METHODS)
+    assert set(BASE) == set(SECTIONS) | set(BRANCH) | set(METHODS)
 
 
-@pytest.mark.parametrize("section", [*SECTIONS, *METHODS])
+@pytest.mark.parametrize("section", [*SECTIONS, *BRANCH, *METHODS])
 def test_defaults_agree_with_params_yaml(section):
     cls = section_class(section)
     defaults = dataclasses.asdict(cls()) if cls is not None else {}
@@ -131,3 +138,9 @@ def test_only_the_chosen_methods_section_is_read(tmp_path):
     with pytest.raises(ParamError, match=r"student\.method no_kd has no params of its own, but its section no_kd "
                                          r"sets alpha"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_the_sections_load_params_leaves_to_the_multimodal_branch_are_the_branchs():
+    from tinynewsrec.params import BRANCH_SECTIONS
+
+    assert set(BRANCH_SECTIONS) == set(BRANCH)

@@ -853,3 +853,47 @@ def generate(out_dir: str | Path, size: str | SyntheticSize = "demo", seed: int 
     log.info("wrote synthetic MIND to %s in %.1f s (%.0f%% of dev candidates unseen in train)",
              out, time.perf_counter() - started, 100 * summary["dev_candidates_unseen_in_train"])
     return summary
+
+
+# ---- the latent world, for what the TSV files do not say (news cards, headroom) ----------
+@dataclass(frozen=True)
+class LatentWorld:
+    """The generator's hidden state behind a synthetic MIND: the world, every news (also those no
+    behaviors reference, which are never written) and every user, in the generator's order.
+
+    ``news.number[i]`` is the digits of news ``i``'s id ``N<number>``; ``users.number[u]`` those of
+    user ``u``'s ``U<number>``. The multimodal branch draws its news cards from it (a card's
+    picture encodes the news' text-invisible appeal, :func:`hidden_appeal`).
+    """
+
+    world: _World
+    news: _News
+    users: _Users
+    size: SyntheticSize
+    seed: int
+
+
+def latent_world(size: str | SyntheticSize = "demo", seed: int = 42) -> LatentWorld:
+    """Rebuild exactly the world, news and users that :func:`generate` builds for ``(size, seed)``
+    (the same random streams, drawn in the same order), without writing anything."""
+    _, spec = _resolve(size)
+    seeds = np.random.SeedSequence(seed).spawn(7)
+    world = _build_world(spec, np.random.default_rng(seeds[0]))
+    news = _publish_news(world, spec, np.random.default_rng(seeds[1]))
+    users = _make_users(world, spec, np.random.default_rng(seeds[2]))
+    return LatentWorld(world, news, users, spec, seed)
+
+
+def hidden_appeal(latent: LatentWorld) -> np.ndarray:
+    """Each news' text-invisible appeal (float64 [N], normal with std :data:`APPEAL_NOISE`): its
+    appeal less the parts its text reveals (its category's base rate, its template's catchiness)."""
+    news, world = latent.news, latent.world
+    return news.appeal - world.cat_appeal[news.cat] - world.tmpl_appeal[news.tmpl]
+
+
+def utility(latent: LatentWorld, who: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """The click utility of each (user ``who[j]``, news ``cand[j]``) pair, generator indices: within
+    an impression the true click probabilities are ``sigmoid(utility + b)``, in the same order."""
+    who = np.asarray(who, np.int64)
+    cand = np.asarray(cand, np.int64)
+    return _utility(latent.world, latent.news, latent.users, who, cand)[0]
