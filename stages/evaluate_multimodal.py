@@ -153,7 +153,7 @@ def main() -> None:
     with staged_outputs(OUT_JSON, OUT_MD, OUT_PNG) as (tmp_json, tmp_md, tmp_png):
         tmp_json.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
         tmp_md.write_text(report.markdown(result), encoding="utf-8")
-        fig.savefig(tmp_png, format="png", dpi=110)
+        fig.savefig(tmp_png, format="png", dpi=110, bbox_inches="tight")
     log.info("wrote %s, %s and %s (%d rows)", OUT_JSON, OUT_MD, OUT_PNG, len(rows))
 
 

@@ -185,7 +185,7 @@ def figure(result: dict):
 
     rows = result["rows"]
     names = list(rows)
-    fig = Figure(figsize=(max(6.5, 1.0 * len(names) + 3), 4.4))
+    fig = Figure(figsize=(max(9.0, 1.0 * len(names) + 6), 4.6))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     x = np.arange(len(names))
@@ -201,18 +201,19 @@ def figure(result: dict):
            label="all candidates (bars: 95% CI of the difference to the text row)")
     ax.bar(x + 0.2, e2e, 0.4, color="none", edgecolor="black", hatch="//",
            label=f"end to end: recall top {result['rerank_k']} -> row")
-    styles = {"popularity": ":", "oracle": "--"}
-    for name, ref in result["references"].items():
-        ax.axhline(100 * ref["auc"], color="grey", lw=1, ls=styles.get(name, "-."))
-        ax.text(len(names) - 0.5, 100 * ref["auc"], f" {name}", va="center", fontsize=7, color="dimgrey")
+    palette = ["#7f7f7f", "#9467bd", "#8c564b", "#17becf", "#bcbd22", "#e377c2"]
+    styles = ["-.", "--", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), "-"]
+    for j, (name, ref) in enumerate(result["references"].items()):
+        ax.axhline(100 * ref["auc"], color=palette[j % len(palette)], lw=1.2, ls=styles[j % len(styles)],
+                   label=f"{name}: {100 * ref['auc']:.2f}")
     lo = min(list(auc) + list(e2e) + [100 * r["auc"] for r in result["references"].values()])
     hi = max(list(auc) + list(e2e) + [100 * r["auc"] for r in result["references"].values()])
     ax.set_ylim(max(0, lo - 3), hi + 2)
     ax.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
-    ax.set_xlim(-0.6, len(names) + 0.6)
+    ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylabel("dev AUC (%)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.set_title("Multimodal rows: what the news encoder sees (text, image, both)", fontsize=10)
     fig.tight_layout()
     return fig
