@@ -18,7 +18,8 @@ from tinynewsrec.multimodal.tables import IMAGE_TABLE, TEXT_TABLE, read_table
 ROWS = [f"{m}-{x}" for m in ("two_tower", "reranker") for x in ("text", "image", "text_image")]
 BRANCH = {
     "images": {"width": 122, "height": 39},
-    "multimodal": {"dim": 16, "epochs": 1, "max_steps_per_epoch": 3, "batch_size": 16, "history_len": 20},
+    "multimodal": {"dim": 16, "epochs": 1, "max_steps_per_epoch": 3, "batch_size": 16, "history_len": 20,
+                   "models": ["two_tower", "reranker"]},
     "reranker": {"layers": 1, "heads": 2, "ffn": 32},
     "recall": {"ks": [5, 10, 20], "rerank_k": 10, "batch": 7},
 }

@@ -39,7 +39,7 @@ from tinynewsrec.multimodal.train import (
 
 N_NEWS, DT, DI, DIM = 40, 12, 8, 16
 MULTIMODAL = {"dim": DIM, "history_len": 6, "epochs": 2, "batch_size": 8, "lr": 0.003, "max_steps_per_epoch": 3,
-              "fusion": "gated"}
+              "fusion": "gated", "models": ["two_tower", "reranker"]}
 RERANKER = {"layers": 1, "heads": 2, "ffn": 32, "dropout": 0.0}
 
 
