@@ -10,8 +10,8 @@ Scores are dot products of user and news vectors and need no graph. Each file is
 it with onnxruntime on inputs of other sizes than the export's and comparing with PyTorch: the max
 abs difference is reported and a :class:`~tinynewsrec.errors.DataError` raised above ``tolerance``
 (default 1e-4). ``int8=True`` also writes ``*.int8.onnx``, dynamically quantised
-(``onnxruntime.quantization.quantize_dynamic``, int8 weights of MatMul/Gemm): smaller and usually
-faster on CPU, not exact; its difference and correlation to PyTorch are reported, not bounded.
+(``onnxruntime.quantization.quantize_dynamic``, int8 weights of MatMul/Gemm, ``reduce_range``: 7-bit
+weights, so that CPUs without VNNI do not saturate): smaller and usually faster on CPU, not exact; its difference and correlation to PyTorch are reported, not bounded.
 
 Exported with the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``): the dynamo
 exporter needs the onnxscript package, which this project does not otherwise need.
@@ -177,7 +177,9 @@ def export_onnx(folder: str | os.PathLike, out: str | os.PathLike, *, int8: bool
             with atomic_path(q, suffix=".onnx") as tmp:
                 logging.disable(logging.WARNING)  # its advice to pre-process (shape inference) first
                 try:
-                    quantize_dynamic(str(paths[name]), str(tmp), weight_type=QuantType.QInt8)
+                    # 7-bit weights (reduce_range): without VNNI (e.g. AVX2-only CPUs) the u8 x s8 products
+                    # saturate at 8 bits, and the file must keep its accuracy on whatever CPU serves it
+                    quantize_dynamic(str(paths[name]), str(tmp), weight_type=QuantType.QInt8, reduce_range=True)
                 finally:
                     logging.disable(logging.NOTSET)
             paths[f"{name}.int8"] = q
