@@ -29,16 +29,13 @@ log = logging.getLogger("tinynewsrec")
 def text_table(model_folder: str | os.PathLike, tokens: pa.Table, *, cache_dir: str | os.PathLike | None,
                batch_size: int, progress: bool = True) -> tuple[torch.Tensor, np.ndarray, dict]:
     """``(vectors [n_slots, D], present [n_slots], meta)`` of every news in ``tokens`` by the
-    news encoder of the model in ``model_folder`` (any Recommender folder kind with token input)."""
+    news encoder of the model in ``model_folder`` (a PLM-NR kind: a teacher, a student, a pruned
+    student)."""
     model = load_recommender(model_folder)
     news = tokens.column("news_index").to_numpy().astype(np.int64)
     n_slots = int(news.max()) + 1 if len(news) else 1
-    lookup = news_lookup(model.plm, tokens, "title_ids", cache_dir, str(model_folder)) if hasattr(model, "plm") \
-        else None
-    if lookup is None:
-        from ..models.plmnr import NewsTokens
-
-        lookup = NewsTokens(tokens, "title_ids")
+    # through the frozen-layer cache when it fits the model's PLM (news_lookup checks), else from token ids
+    lookup = news_lookup(model.plm, tokens, "title_ids", cache_dir, str(model_folder))
     log.info("encoding the titles of %s news with %s", f"{len(news):,}", model_folder)
     vectors = encode_news(model, lookup, news, n_slots=n_slots, batch_size=batch_size, progress=progress,
                           desc=f"encoding titles ({Path(model_folder).name})").cpu()
