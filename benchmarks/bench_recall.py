@@ -97,11 +97,13 @@ def head(dev: DevImpressions, n: int) -> DevImpressions:
                           dev.offsets[: n + 1], dev.history[: dev.history_offsets[n]], dev.history_offsets[: n + 1])
 
 
-def timed(vectors, present, pool, dev, backend: str, k: int, batch: int) -> tuple[dict, np.ndarray]:
-    kw = dict(user="mean", k=k, batch=batch, history_len=HISTORY_LEN, mask_history=True, backend=backend,
-              progress=False)
+def timed_recall(vectors, present, pool, dev, **kw) -> tuple[dict, object]:
+    """One ``recall_impressions`` call over ``dev`` timed apart from its setup (normalising, the index:
+    timed on an empty head), with the process's RSS before and its peak; and the call's output.
+    Shared with bench_recall_real.py."""
+    kw = {"progress": False} | kw
     t0 = time.perf_counter()
-    recall_impressions(vectors, present, pool, head(dev, 0), **kw)  # the setup alone: normalising, the index
+    recall_impressions(vectors, present, pool, head(dev, 0), **kw)  # the setup alone
     setup = time.perf_counter() - t0
     rss_before = status_mib("VmRSS")
     exact_peak = reset_peak()
@@ -112,7 +114,13 @@ def timed(vectors, present, pool, dev, backend: str, k: int, batch: int) -> tupl
     return {"seconds": round(seconds, 2), "setup_s": round(setup, 2),
             "s_per_1k_impressions": round(1000 * per_imp, 3),
             "rss_before_mib": round(rss_before, 1), "peak_rss_mib": round(status_mib("VmHWM"), 1),
-            "peak_is_of_this_call": exact_peak, "cold_users": out.cold_users, "per_impression_s": per_imp}, out.ranks
+            "peak_is_of_this_call": exact_peak, "cold_users": out.cold_users, "per_impression_s": per_imp}, out
+
+
+def timed(vectors, present, pool, dev, backend: str, k: int, batch: int) -> tuple[dict, np.ndarray]:
+    row, out = timed_recall(vectors, present, pool, dev, user="mean", k=k, batch=batch, history_len=HISTORY_LEN,
+                            mask_history=True, backend=backend)
+    return row, out.ranks
 
 
 def bench_size(size: str, args) -> dict:

@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_recall import head, reset_peak, status_mib  # noqa: E402
+from bench_recall import head, timed_recall  # noqa: E402
 
 from tinynewsrec.data import mind, schemas, synthetic  # noqa: E402
 from tinynewsrec.data.split import make_dev_samples  # noqa: E402
@@ -71,7 +71,7 @@ from tinynewsrec.data.tokenize import tokenize_news  # noqa: E402
 from tinynewsrec.evaluate import DevImpressions  # noqa: E402
 from tinynewsrec.models.plm import load_tokenizer  # noqa: E402
 from tinynewsrec.multimodal.params import load_all  # noqa: E402
-from tinynewsrec.multimodal.recall import peak_rss_mib, pool_news, recall_impressions, recall_metrics  # noqa: E402
+from tinynewsrec.multimodal.recall import peak_rss_mib, pool_news, recall_metrics  # noqa: E402
 from tinynewsrec.multimodal.text import text_table  # noqa: E402
 from tinynewsrec.io import read_parquet, write_json  # noqa: E402
 
@@ -108,21 +108,12 @@ def recall_row(vectors, present, pool, dev, kw: dict, backend: str, ks: list[int
                ) -> tuple[dict, np.ndarray]:
     """One backend's recall over ``dev``: metrics, seconds (extrapolated to ``n_all`` impressions
     when ``dev`` is a head of them) and peak RSS; and the candidate slots' ranks."""
-    kw = kw | {"backend": backend}
-    t0 = time.perf_counter()
-    recall_impressions(vectors, present, pool, head(dev, 0), progress=False, **kw)  # the setup alone
-    setup = time.perf_counter() - t0
-    rss_before = status_mib("VmRSS")
-    exact_peak = reset_peak()
-    t0 = time.perf_counter()
-    out = recall_impressions(vectors, present, pool, dev, **kw)
-    seconds = time.perf_counter() - t0
-    per_imp = max(seconds - setup, 0.0) / max(len(dev), 1)
-    row = {"seconds": round(seconds, 2), "setup_s": round(setup, 2), "s_per_1k_impressions": round(1000 * per_imp, 3),
+    row, out = timed_recall(vectors, present, pool, dev, **(kw | {"backend": backend}))
+    seconds, setup, per_imp = row["seconds"], row["setup_s"], row.pop("per_impression_s")
+    row = {**row,
            "ran_impressions": len(dev), "extrapolated": len(dev) < n_all,
            "all_impressions_s": round(seconds if len(dev) == n_all else setup + per_imp * n_all, 1),
-           "rss_before_mib": round(rss_before, 1), "peak_rss_mib": round(status_mib("VmHWM"), 1),
-           "peak_is_of_this_call": exact_peak, "users": out.users, "cold_users": out.cold_users,
+           "users": out.users,
            **recall_metrics(dev.labels, dev.offsets, out.ranks, ks)}
     print(f"{kw['user']} user, {backend}:", json.dumps(row), flush=True)
     return row, out.ranks
