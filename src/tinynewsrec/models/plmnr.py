@@ -40,6 +40,7 @@ from torch import nn
 
 from ..errors import DataError
 from .base import Recommender
+from .buckets import MAX_BUCKETS, bucketed, length_buckets
 from .cache import gather_padded, pad_ranges, ragged_parts
 from .plm import KeepFrozenInEval, frozen_bottom, load_plm, num_frozen_layers, quiet_transformers, run_layers
 
@@ -117,9 +118,28 @@ class NewsEncoder(KeepFrozenInEval):
                 start = k
         return run_layers(self.plm, h, mask, start)
 
+    #: length buckets per training batch (:mod:`.buckets`; 1 = one padded batch)
+    length_buckets: int = MAX_BUCKETS
+
     def forward(self, news: dict) -> torch.Tensor:
         """news: {"input_ids", "attention_mask"} or {"hidden_states", "attention_mask", "start_layer"}
-        -> news embeddings [U, news_dim]."""
+        -> news embeddings [U, news_dim].
+
+        In training (train mode with autograd on) the news run in up to ``length_buckets``
+        buckets of similar length, each trimmed to its longest title (the same vectors with
+        less padding: :mod:`.buckets`); otherwise as one padded batch."""
+        if not (self.training and torch.is_grad_enabled()) or self.length_buckets <= 1:
+            return self._encode(news)
+        mask = news["attention_mask"]
+        positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+        buckets = length_buckets((mask.bool() * positions).amax(1), self.length_buckets)  # last real token + 1
+        if len(buckets) == 1:
+            return self._encode(news)
+        trim = lambda v, rows, width: v[rows, :width] if torch.is_tensor(v) and v.dim() >= 2 else v  # noqa: E731
+        return bucketed(buckets, [self._encode({k: trim(v, rows, width) for k, v in news.items()})
+                                  for rows, width in buckets])
+
+    def _encode(self, news: dict) -> torch.Tensor:
         return self.dense(self.pooling(self.token_states(news), news["attention_mask"]))
 
 

@@ -36,6 +36,7 @@ from torch import nn
 
 from ..errors import DataError
 from ..models.base import Recommender, read_config
+from ..models.buckets import MAX_BUCKETS, length_buckets
 
 #: each model's own settings in the seed code (``seqrec.heads / dropout / table: null`` picks these)
 PAPER = {"sasrec": {"heads": 1, "dropout": 0.5, "table": "trainable"},
@@ -261,6 +262,9 @@ class SeqRecommender(Recommender):
     ``user_encoder`` (a :class:`HistoryEncoder`) and says how a training sequence becomes inputs and
     targets (:meth:`training_pair`, :attr:`train_len`)."""
 
+    #: length buckets per training batch (:meth:`_trained_states`; 1 = one padded batch)
+    length_buckets: int = MAX_BUCKETS
+
     def __init__(self, config: SeqRecConfig, table: torch.Tensor | None = None):
         super().__init__()
         if config.model != self.kind:
@@ -296,11 +300,9 @@ class SeqRecommender(Recommender):
             raise ValueError(f"{self.kind} trains on left-padded sequences [B, {self.train_len}], "
                              f"got {list(seqs.shape)}")
         inputs, targets = self.training_pair(seqs, generator)
-        states = self.user_encoder.states(inputs)
-        trained = targets != 0
-        if not trained.any():
+        states, targets = self._trained_states(inputs, targets)
+        if not len(targets):
             return states.sum() * 0.0
-        states, targets = states[trained], targets[trained]
         if self.config.loss == "ce":
             return F.cross_entropy(self.news_encoder.logits(states)[:, 1:], targets - 1)
         users = self.user_encoder.vector(states)
@@ -308,6 +310,29 @@ class SeqRecommender(Recommender):
         positive = (users * self.news_encoder.vectors(targets)).sum(-1)
         negative = (users * self.news_encoder.vectors(negatives)).sum(-1)
         return (F.softplus(-positive) + F.softplus(negative)).mean()
+
+    def _trained_states(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The states ``[N, hidden]`` of the N positions with a target, and those targets ``[N]``.
+
+        In training (train mode, autograd on) the users run in up to ``length_buckets`` buckets
+        of similar history length, each trimmed to its longest history (the same states with
+        less padding, see :mod:`~tinynewsrec.models.buckets`): histories are left-padded, so a
+        bucket keeps its last columns, and a trimmed column is padding in every row of the
+        bucket, whose targets are 0 (never trained). The loss is a mean over positions, so the
+        order of the N positions does not change it."""
+        if not (self.training and torch.is_grad_enabled()) or self.length_buckets <= 1:
+            states, trained = self.user_encoder.states(inputs), targets != 0
+            return states[trained], targets[trained]
+        width = inputs.shape[1]
+        real = inputs != 0
+        first = torch.where(real.any(1), real.int().argmax(1), width)  # the first real column of each row
+        parts, kept = [], []
+        for rows, length in length_buckets(width - first, self.length_buckets):
+            sub, target = inputs[rows, width - length:], targets[rows, width - length:]
+            trained = target != 0
+            parts.append(self.user_encoder.states(sub)[trained])
+            kept.append(target[trained])
+        return torch.cat(parts), torch.cat(kept)
 
     def forward(self, seqs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """:meth:`train_loss`, so that a wrapper that calls the module (DDP) trains it."""
